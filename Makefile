@@ -1,0 +1,28 @@
+# Entry points. Every target sets up what it needs first (scripts/setup.sh is idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint typecheck bench clean
+
+setup:
+	scripts/setup.sh sidecar,demo,dev
+
+demo: setup
+	$(PY) scripts/replay_demo.py
+
+test: setup lint typecheck
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+bench:
+	scripts/setup.sh sidecar,demo,dev,bench
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
