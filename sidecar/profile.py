@@ -350,9 +350,7 @@ def _numeric_from_json(r: _Reader, name: str, count: int, missing: int) -> Numer
     )
 
 
-def _categorical_from_json(
-    r: _Reader, name: str, count: int, missing: int
-) -> CategoricalProfile:
+def _categorical_from_json(r: _Reader, name: str, count: int, missing: int) -> CategoricalProfile:
     cats = r.child("categories")
     names: list[str] = []
     shares: list[float] = []
@@ -421,9 +419,7 @@ def profile_from_json(obj: object, *, source: str | None = None) -> Profile:
         seen.add(feat.name)
     raw_prediction = r.obj.get("prediction")
     prediction = (
-        None
-        if raw_prediction is None
-        else _feature_from_json(raw_prediction, "prediction", source)
+        None if raw_prediction is None else _feature_from_json(raw_prediction, "prediction", source)
     )
     return Profile(
         model=r.string("model"),

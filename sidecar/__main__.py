@@ -1,0 +1,7 @@
+"""``python -m sidecar``: see ``sidecar.cli``."""
+
+from __future__ import annotations
+
+from sidecar.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The ``python -m sidecar profile`` commands end to end, through ``main([...])``."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+
+from sidecar.cli import main
+from sidecar.profile import CategoricalProfile, NumericProfile, load_profile
+
+
+def _training_csv(tmp_path: Path, rows: int = 3_000) -> Path:
+    rng = np.random.default_rng(21)
+    income = rng.lognormal(10, 1, size=rows)
+    income[::10] = np.nan
+    table = pa.table(
+        {
+            "income": income,
+            "segment": rng.choice(["retail", "sme", "corporate"], size=rows),
+            "rating": rng.integers(1, 6, size=rows),
+            "row_id": np.arange(rows),
+            "approved": rng.integers(0, 2, size=rows),
+        }
+    )
+    path = tmp_path / "train.csv"
+    pa_csv.write_csv(table, path)
+    return path
+
+
+def _build_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "profile",
+        "build",
+        "--data",
+        str(data),
+        "--model",
+        "credit",
+        "--version",
+        "7",
+        "-o",
+        str(out),
+        *extra,
+    ]
+
+
+def test_build_writes_a_valid_profile_and_prints_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`profile build` writes a loadable profile and summarises rows, kinds, missing and method."""
+    out = tmp_path / "profile.json"
+    args = _build_args(
+        _training_csv(tmp_path),
+        out,
+        "--categorical",
+        "rating",
+        "--prediction-column",
+        "approved",
+        "--drop",
+        "row_id",
+        "--sketch-size",
+        "1000",
+        "--ks-bins",
+        "100",
+        "--quiet",
+    )
+    assert main(args) == 0
+    profile = load_profile(out)
+    assert profile.feature_names == ("income", "segment", "rating")
+    assert isinstance(profile.feature("rating"), CategoricalProfile)
+    assert isinstance(profile.prediction, NumericProfile)
+    assert profile.quantiles.name == "compactor-sketch"
+    assert len(_numeric_ks_edges(out)) <= 99
+    printed = capsys.readouterr()
+    assert str(out) in printed.out
+    assert "3000 rows" in printed.out
+    assert "1 numeric, 2 categorical" in printed.out
+    assert "10.00%" in printed.out  # income's missing ratio
+    assert "compactor sketch of 1000 values/level" in printed.out
+    assert printed.err == ""  # no progress bar when stderr is not a terminal
+
+
+def _numeric_ks_edges(path: Path) -> list[float]:
+    doc = orjson.loads(path.read_bytes())
+    edges: list[float] = doc["features"][0]["ks"]["edges"]
+    return edges
+
+
+def test_show_validates_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`profile show` loads a built profile and prints the same summary."""
+    out = tmp_path / "p.json"
+    assert main(_build_args(_training_csv(tmp_path), out)) == 0
+    capsys.readouterr()
+    assert main(["profile", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "valid profile" in shown
+    assert "model credit version 7" in shown
+    assert "quantiles: exact" in shown
+    assert "segment" in shown
+
+
+def test_build_names_an_unknown_column_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --categorical column absent from the data exits 2 with one line naming it."""
+    out = tmp_path / "p.json"
+    code = main(_build_args(_training_csv(tmp_path), out, "--categorical", "colour"))
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'colour'" in err
+    assert not out.exists()
+
+
+def test_build_refuses_bad_bin_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--ks-bins that is not a multiple of --psi-bins exits 2 naming ks_bins."""
+    code = main(_build_args(_training_csv(tmp_path), tmp_path / "p.json", "--ks-bins", "105"))
+    assert code == 2
+    assert "ks_bins" in capsys.readouterr().err
+
+
+def test_build_reports_an_unwritable_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output path in a missing directory exits 2 naming the path."""
+    out = tmp_path / "missing" / "p.json"
+    assert main(_build_args(_training_csv(tmp_path), out)) == 2
+    assert str(out) in capsys.readouterr().err
+
+
+def test_show_names_the_invalid_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`profile show` on a corrupted profile exits 2 naming the JSON path of the problem."""
+    out = tmp_path / "p.json"
+    assert main(_build_args(_training_csv(tmp_path), out, "--quiet")) == 0
+    doc = orjson.loads(out.read_bytes())
+    doc["features"][1]["other_share"] = -0.5
+    out.write_bytes(orjson.dumps(doc))
+    capsys.readouterr()
+    assert main(["profile", "show", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "features[1].categories" in err
+    assert str(out) in err
+
+
+def test_missing_required_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Leaving out --model is rejected by argparse with exit status 2."""
+    with pytest.raises(SystemExit) as caught:
+        main(["profile", "build", "--data", "x.csv", "--version", "1", "-o", "p.json"])
+    assert caught.value.code == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs(tmp_path: Path) -> None:
+    """`python -m sidecar profile show` works as a process and exits 2 on a missing file."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecar", "profile", "show", str(tmp_path / "absent.json")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "absent.json" in done.stderr
+
+
+class _Terminal(io.StringIO):
+    """A stderr that claims to be a terminal, so the progress bar is drawn."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("quiet", "drawn"), [(False, True), (True, False)])
+def test_progress_bar_is_drawn_on_a_terminal_unless_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool, drawn: bool
+) -> None:
+    """On a terminal stderr shows both passes' progress; --quiet silences it."""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    extra = ["--quiet"] if quiet else []
+    assert main(_build_args(_training_csv(tmp_path), tmp_path / "p.json", *extra)) == 0
+    drawn_text = terminal.getvalue()
+    assert ("pass 2/2" in drawn_text) is drawn
+    assert ("pass 1/2" in drawn_text) is drawn
