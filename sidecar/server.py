@@ -1,0 +1,429 @@
+"""The ``serve`` process: ingest and metrics listeners over one set of monitors, in one event loop.
+
+``run_serve`` is the only place that reads ``os.environ``: it builds ``Settings``, configures
+logging, loads every profile (failing fast, exit 2, on the first bad one) and runs ``serve``
+until SIGTERM or SIGINT. ``Sidecar`` is the same stack as an object with ``start``/``stop``,
+so the demo, the benchmarks and the tests can run the real thing in-process.
+
+The two listeners are separate on purpose: ingest (pod-local by default) is where the model
+server writes, metrics (``GET /metrics`` only) is what Prometheus scrapes. Both run in one
+asyncio loop, so the collector reads the monitors between requests, never during one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+from structlog.typing import FilteringBoundLogger
+
+from sidecar.counters import IngestCounters
+from sidecar.engine import EngineConfig
+from sidecar.errors import ConfigError, ProfileError
+from sidecar.events import IngestLimits
+from sidecar.feedback import FeedbackStore
+from sidecar.ingest import create_ingest_app
+from sidecar.logs import configure_logging, get_logger
+from sidecar.metrics import ModelwatchCollector, build_registry, package_version
+from sidecar.monitors import MonitorRegistry
+from sidecar.profile import Profile, load_profile
+from sidecar.settings import Address, Settings, env_key, flag
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+METRICS_PATH = "/metrics"
+SHUTDOWN_GRACE_SECONDS = 10
+"""How long in-flight requests may run after SIGTERM (Kubernetes waits 30 s by default)."""
+
+_OVERRIDABLE = (
+    "ingest_addr",
+    "metrics_addr",
+    "window_seconds",
+    "slot_seconds",
+    "max_body_bytes",
+    "max_events",
+    "alpha",
+    "correction",
+    "min_window_values",
+    "latency_buckets",
+    "feedback_capacity",
+    "log_level",
+    "log_format",
+)
+"""Settings with a CLI flag; the ingest token has none, so it never shows up in ``ps``."""
+
+_HELP = {
+    "ingest_addr": "HOST:PORT of the ingest API (default 127.0.0.1:8081; port 0 = any free port)",
+    "metrics_addr": "HOST:PORT of GET /metrics (default 0.0.0.0:9500)",
+    "window_seconds": "drift window length in seconds (default 3600)",
+    "slot_seconds": "drift window slot length in seconds (default 60)",
+    "max_body_bytes": "largest ingest request body in bytes (default 8388608)",
+    "max_events": "most events in one ingest request (default 10000)",
+    "alpha": "significance level of the drift tests (default 0.05)",
+    "correction": "multiple-testing correction: benjamini-hochberg (default) or bonferroni",
+    "min_window_values": "window values needed before statistics are reported (default 100)",
+    "latency_buckets": "comma-separated latency histogram bounds in seconds",
+    "feedback_capacity": "predictions remembered for joining feedback labels (default 100000)",
+    "log_level": "debug, info (default), warning, error or critical",
+    "log_format": "json (default) or console",
+}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` flags; each overrides the ``MODELWATCH_*`` key of the same name."""
+    parser.add_argument(
+        "--profile",
+        dest="profiles",
+        action="append",
+        metavar="PATH",
+        help=f"reference profile JSON; repeat for several models (env {env_key('profiles')})",
+    )
+    for name in _OVERRIDABLE:
+        parser.add_argument(
+            flag(name),
+            dest=name,
+            metavar=name.split("_")[-1].upper(),
+            help=f"{_HELP[name]} (env {env_key(name)})",
+        )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the sidecar until SIGTERM/SIGINT.
+
+    Returns 0 after a clean stop, 2 for bad settings, profiles or listen addresses, and 1 when
+    a listener fails on its own.
+    """
+    overrides = {name: getattr(args, name, None) for name in ("profiles", *_OVERRIDABLE)}
+    try:
+        settings = Settings.from_sources(os.environ, overrides)
+    except ConfigError as exc:
+        configure_logging()
+        get_logger().error(str(exc), problems=exc.problems)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, settings.log_format)
+    logger = get_logger()
+    logger.info("starting", version=package_version(), config=settings.redacted())
+    try:
+        profiles = load_profiles(settings.profiles)
+    except ProfileError as exc:
+        logger.error(str(exc), file=exc.source, field=exc.field, reason=exc.reason)
+        return EXIT_USAGE
+    for path, profile in zip(settings.profiles, profiles, strict=True):
+        logger.info(
+            "profile loaded",
+            model=profile.model,
+            version=profile.version,
+            features=len(profile.features),
+            prediction=profile.prediction is not None,
+            path=str(path),
+        )
+    try:
+        _run(_serve_until_signalled(settings, profiles, logger))
+    except ConfigError as exc:
+        logger.error(str(exc), problems=exc.problems)
+        return EXIT_USAGE
+    except RuntimeError as exc:
+        logger.error(str(exc))
+        return EXIT_FAILURE
+    logger.info("stopped")
+    return EXIT_OK
+
+
+def load_profiles(paths: Sequence[Path]) -> list[Profile]:
+    """Load and validate every profile; ProfileError names the file and field of a bad one.
+
+    Two files for the same model version are refused too: which one would win is not obvious.
+    """
+    profiles: list[Profile] = []
+    seen: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        profile = load_profile(path)
+        key = (profile.model, profile.version)
+        if key in seen:
+            raise ProfileError(
+                "version",
+                f"model {profile.model!r} version {profile.version!r} is already loaded "
+                f"from {seen[key]}",
+                source=str(path),
+            )
+        seen[key] = path
+        profiles.append(profile)
+    return profiles
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+class Sidecar:
+    """The whole sidecar in-process: monitors, ingest app, collector, and both listeners.
+
+    Build it, ``await start()`` (the bound ports are then in ``ingest_port`` and
+    ``metrics_port``), and ``await stop()``; or use it as an async context manager.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        profiles: Sequence[Profile],
+        *,
+        logger: FilteringBoundLogger,
+        clock: Callable[[], float] = time.monotonic,
+        extra_collectors: Sequence[Collector] = (),
+    ) -> None:
+        self.settings = settings
+        self.logger = logger
+        self.monitors = MonitorRegistry.from_profiles(profiles, engine_config(settings), clock)
+        self.counters = IngestCounters()
+        self.feedback = FeedbackStore(capacity=settings.feedback_capacity)
+        self.collector = ModelwatchCollector(
+            self.monitors, self.counters, self.feedback, extra=extra_collectors
+        )
+        self.registry = build_registry(self.collector)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.ingest_app = create_ingest_app(
+            monitors=self.monitors,
+            counters=self.counters,
+            feedback=self.feedback,
+            limits=IngestLimits(
+                max_body_bytes=settings.max_body_bytes, max_events=settings.max_events
+            ),
+            token=settings.ingest_token,
+            logger=logger.bind(component="ingest"),
+        )
+        self.metrics_app = MetricsApp(self.registry)
+        self.ingest_port: int | None = None
+        self.metrics_port: int | None = None
+        self._servers: list[_Listener] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Bind both listeners and return once both accept connections."""
+        ingest_sock = _bind(self.settings.ingest_addr, "ingest_addr")
+        try:
+            metrics_sock = _bind(self.settings.metrics_addr, "metrics_addr")
+        except ConfigError:
+            ingest_sock.close()
+            raise
+        self.ingest_port = ingest_sock.getsockname()[1]
+        self.metrics_port = metrics_sock.getsockname()[1]
+        for app, sock, lifespan in (
+            (self.ingest_app, ingest_sock, "on"),
+            (self.metrics_app, metrics_sock, "off"),
+        ):
+            server = _Listener(_uvicorn_config(app, self.settings, lifespan))
+            self._servers.append(server)
+            self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+        await self._wait_started()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), and close both listeners."""
+        for server in self._servers:
+            server.should_exit = True
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._servers.clear()
+        self._tasks.clear()
+        for result in results:
+            if isinstance(result, BaseException):
+                self.logger.error("listener failed while stopping", exc_info=result)
+
+    async def wait_stopped(self, stop: asyncio.Event) -> bool:
+        """Wait for ``stop`` (True) or for a listener to end on its own (False, and logged)."""
+        stop_task = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [stop_task, *self._tasks], return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop_task.cancel()
+        if stop_task in done:
+            return True
+        self.logger.error("a listener stopped unexpectedly; shutting down")
+        return False
+
+    async def __aenter__(self) -> Sidecar:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def _wait_started(self) -> None:
+        # uvicorn has no started event; its flag flips after startup, so poll it while
+        # watching for a listener that died during startup.
+        while not all(server.started for server in self._servers):
+            for task in self._tasks:
+                if task.done():
+                    await self.stop()
+                    raise RuntimeError("a listener failed to start (see the log above)")
+            await asyncio.sleep(0.005)
+
+
+async def serve(
+    settings: Settings,
+    profiles: Sequence[Profile],
+    *,
+    logger: FilteringBoundLogger,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run the sidecar until ``stop`` is set; set ``ready`` once both listeners accept.
+
+    Raises RuntimeError when a listener fails to start or stops without being asked to.
+    """
+    sidecar = Sidecar(settings, profiles, logger=logger)
+    await sidecar.start()
+    logger.info(
+        "listening",
+        ingest_host=settings.ingest_addr.host,
+        ingest_port=sidecar.ingest_port,
+        metrics_host=settings.metrics_addr.host,
+        metrics_port=sidecar.metrics_port,
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        requested = await sidecar.wait_stopped(stop)
+    finally:
+        await sidecar.stop()
+    if not requested:
+        raise RuntimeError("a listener stopped unexpectedly")
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The drift engine's configuration from the settings."""
+    return EngineConfig(
+        window_seconds=settings.window_seconds,
+        slot_seconds=settings.slot_seconds,
+        alpha=settings.alpha,
+        correction=settings.correction,
+        min_window_values=settings.min_window_values,
+        latency_buckets=settings.latency_buckets,
+    )
+
+
+# --------------------------------------------------------------------------- metrics app
+
+
+class MetricsApp:
+    """An ASGI app that serves ``GET /metrics`` from ``registry`` and 404 for everything else."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one HTTP request."""
+        if scope["type"] != "http":
+            return
+        response = self._respond(scope)
+        await response(scope, receive, send)
+
+    def _respond(self, scope: Scope) -> Response:
+        if scope["path"] != METRICS_PATH:
+            return PlainTextResponse("not found; this listener serves GET /metrics only\n", 404)
+        if scope["method"] not in ("GET", "HEAD"):
+            return PlainTextResponse("method not allowed\n", 405, headers={"Allow": "GET, HEAD"})
+        accept = _header(scope, b"accept")
+        encoder, content_type = choose_encoder(accept)
+        return Response(encoder(self._registry), headers={"Content-Type": content_type})
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class _Listener(uvicorn.Server):
+    """A uvicorn server that leaves signals alone: the sidecar stops both listeners together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _uvicorn_config(app: object, settings: Settings, lifespan: str) -> uvicorn.Config:
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        log_config=None,
+        # uvicorn's info lines ("Started server process", twice) say less than our own
+        # start-up lines; keep its warnings and errors unless debugging.
+        log_level=level if level == logging.DEBUG else max(level, logging.WARNING),
+        access_log=False,
+        server_header=False,
+        lifespan=lifespan,  # type: ignore[arg-type]
+        ws="none",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
+
+
+def _bind(address: Address, setting: str) -> socket.socket:
+    """A bound TCP socket for ``address``; ConfigError naming the setting when that fails."""
+    try:
+        infos = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError({env_key(setting): f"cannot listen on {address}: {reason}"}) from exc
+    return sock
+
+
+async def _serve_until_signalled(
+    settings: Settings, profiles: Sequence[Profile], logger: FilteringBoundLogger
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        logger.info("shutting down", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await serve(settings, profiles, logger=logger, stop=stop)
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed, else on the standard asyncio loop."""
+    try:
+        import uvloop
+    except ModuleNotFoundError:
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
