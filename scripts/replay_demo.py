@@ -5,11 +5,15 @@ It uses scikit-learn's bundled breast-cancer dataset (no download):
 1. split it, train a small classifier on the training split, and build the reference profile of
    the training split (features and the model's predictions) with ``sidecar profile build``;
 2. start the real sidecar (``python -m sidecar serve``) on free loopback ports with a short window;
-3. replay the held-out split (resampled) as prediction events, with per-row model latencies
-   measured for real, and show what the sidecar reports: no drift;
+3. replay the held-out split, each row once, as prediction events (with per-row model latencies
+   measured for real) and show what the sidecar reports: no drift;
 4. wait for the window to empty, replay a copy with a few features shifted, and show which
    features the sidecar flags, with PSI, KS and the corrected p-values;
-5. send ground-truth labels, read accuracy and latency quantiles from ``/metrics``, and stop.
+5. send the ground-truth labels of that copy and read the accuracy from ``/metrics``;
+6. send a load of resampled events for a throughput figure, read latency quantiles, and stop.
+
+Drift is judged on rows sent once each: resampled rows would repeat values and make the
+tests' p-values look more certain than the data are.
 
 It ends by itself. Everything it writes goes under ``var/demo/``.
 """
@@ -188,14 +192,15 @@ def _events(
     model: Any,
     columns: Mapping[str, NDArray[np.float64]],
     labels: NDArray[np.int64],
-    n: int,
     rng: np.random.Generator,
+    n: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Prediction events for the rows of ``columns``: each row once, or ``n`` resampled rows."""
     names = list(columns)
     matrix = np.column_stack([columns[name] for name in names])
     latencies = _row_latencies(model, matrix)
     proba = model.predict_proba(matrix)
-    rows = rng.integers(0, len(matrix), size=n)
+    rows = np.arange(len(matrix)) if n is None else rng.integers(0, len(matrix), size=n)
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     events: list[dict[str, Any]] = []
     truth: dict[str, int] = {}
@@ -325,7 +330,7 @@ def _metric(exposition: str, name: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=20_000, help="events per phase")
+    parser.add_argument("--events", type=int, default=20_000, help="events in the load phase")
     parser.add_argument("--batch", type=int, default=500, help="events per request")
     parser.add_argument("--window-seconds", type=int, default=15)
     args = parser.parse_args(argv)
@@ -339,13 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     profile = _build_profile(train_csv, workdir)
     summary = json.loads(profile.read_text())
     _say(
-        f"[1/5] profile built from {summary['rows']} training rows: "
+        f"[1/6] profile built from {summary['rows']} training rows: "
         f"{len(summary['features'])} features + prediction -> {profile.relative_to(ROOT)}"
     )
 
     sidecar = Sidecar(profile, workdir, args.window_seconds)
     _say(
-        f"[2/5] sidecar up: ingest 127.0.0.1:{sidecar.ingest_port}, "
+        f"[2/6] sidecar up: ingest 127.0.0.1:{sidecar.ingest_port}, "
         f"metrics 127.0.0.1:{sidecar.metrics_port} (window {args.window_seconds}s)"
     )
     failed = False
@@ -353,42 +358,42 @@ def main(argv: list[str] | None = None) -> int:
         ingest = httpx.Client(base_url=f"http://127.0.0.1:{sidecar.ingest_port}", timeout=30)
         metrics = httpx.Client(base_url=f"http://127.0.0.1:{sidecar.metrics_port}", timeout=30)
 
-        events, _ = _events(model, held_out, labels, args.events, rng)
-        accepted, seconds = _replay(ingest, events, args.batch)
-        _say(
-            f"\n[3/5] held-out replay: {accepted} events accepted in {seconds:.2f}s "
-            f"({accepted / seconds:,.0f} events/s, batches of {args.batch})"
-        )
+        events, _ = _events(model, held_out, labels, rng)
+        accepted, _seconds = _replay(ingest, events, args.batch)
+        _say(f"\n[3/6] held-out split replayed, each row once: {accepted} events")
         baseline_flags = _report_drift(_drift(ingest))
 
         _say(f"\n      waiting for the {args.window_seconds}s window to slide past the replay…")
         _wait_window_empty(ingest, deadline=time.monotonic() + args.window_seconds + 30)
 
-        drifted_events, truth = _events(model, _shifted(held_out), labels, args.events, rng)
-        accepted, seconds = _replay(ingest, drifted_events, args.batch)
-        _say(
-            f"\n[4/5] drifted replay ({', '.join(SHIFTS)} shifted): {accepted} events in "
-            f"{seconds:.2f}s ({accepted / seconds:,.0f} events/s)"
-        )
+        drifted_events, truth = _events(model, _shifted(held_out), labels, rng)
+        accepted, _seconds = _replay(ingest, drifted_events, args.batch)
+        _say(f"\n[4/6] drifted copy ({', '.join(SHIFTS)} shifted): {accepted} events")
         drift_flags = _report_drift(_drift(ingest))
 
-        labels_body = [{"id": i, "label": str(v)} for i, v in list(truth.items())[:5000]]
+        labels_body = [{"id": i, "label": str(v)} for i, v in truth.items()]
         answer = ingest.post(
             "/v1/feedback",
             content=orjson.dumps({"model": MODEL, "version": VERSION, "labels": labels_body}),
             headers={"content-type": "application/json"},
         )
         answer.raise_for_status()
-        exposition = metrics.get("/metrics").text
-        q = _histogram_quantiles(exposition, (0.5, 0.9, 0.99))
-        accuracy = _metric(exposition, "modelwatch_model_accuracy")
+        accuracy = _metric(metrics.get("/metrics").text, "modelwatch_model_accuracy")
         _say(
-            f"\n[5/5] model latency (sidecar histogram): p50 {q.get(0.5, 0) * 1e3:.2f} ms, "
-            f"p90 {q.get(0.9, 0) * 1e3:.2f} ms, p99 {q.get(0.99, 0) * 1e3:.2f} ms"
+            f"\n[5/6] ground truth sent for the drifted copy: {answer.json()['joined']} labels "
+            f"joined, accuracy {_fmt(accuracy, '.3f')}"
+        )
+
+        load, _ = _events(model, held_out, labels, rng, n=args.events)
+        accepted, seconds = _replay(ingest, load, args.batch)
+        q = _histogram_quantiles(metrics.get("/metrics").text, (0.5, 0.9, 0.99))
+        _say(
+            f"\n[6/6] load: {accepted} resampled events in {seconds:.2f}s "
+            f"({accepted / seconds:,.0f} events/s over HTTP, batches of {args.batch}, one client)"
         )
         _say(
-            f"      accuracy on {answer.json()['joined']} labelled drifted predictions: "
-            f"{_fmt(accuracy, '.3f')}"
+            f"      model latency from the sidecar histogram: p50 {q.get(0.5, 0) * 1e3:.2f} ms, "
+            f"p90 {q.get(0.9, 0) * 1e3:.2f} ms, p99 {q.get(0.99, 0) * 1e3:.2f} ms"
         )
         missed = sorted(set(SHIFTS) - set(drift_flags))
         _say(
