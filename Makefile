@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 .PHONY: setup demo test lint typecheck bench clean
 
 setup:
-	scripts/setup.sh sidecar,demo,dev
+	scripts/setup.sh sidecar,serving,demo,dev
 
 demo: setup
 	$(PY) scripts/replay_demo.py
@@ -21,7 +21,7 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 bench:
-	scripts/setup.sh sidecar,demo,dev,bench
+	scripts/setup.sh sidecar,serving,demo,dev,bench
 	$(PY) -m bench
 
 clean:

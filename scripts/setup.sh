@@ -6,7 +6,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-EXTRAS="${1:-sidecar,demo,dev}"
+EXTRAS="${1:-sidecar,serving,demo,dev}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 

@@ -1,0 +1,5 @@
+"""modelwatch reference model server: KServe V1 predict protocol over an ONNX model, logging to the sidecar."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
