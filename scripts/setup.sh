@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh machine for modelwatch: system tools, then the virtual environment.
 #
-# Usage: scripts/setup.sh [EXTRAS]   (EXTRAS defaults to "sidecar,demo,dev")
+# Usage: scripts/setup.sh [EXTRAS]   (EXTRAS defaults to "sidecar,serving,demo,dev")
 # Idempotent: a second run only checks what is already there.
 set -euo pipefail
 
@@ -22,7 +22,8 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    # policy-rc.d keeps the packages from starting system services on install.
+    # The tests start their own Prometheus and Alertmanager on free ports; on a host with
+    # systemd the packages also enable their services on :9090/:9093, which nothing here uses.
     $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 for tool in prometheus promtool prometheus-alertmanager amtool; do
