@@ -1,4 +1,4 @@
-"""modelwatch reference model server: KServe V1 predict over an ONNX model, logging to the sidecar."""
+"""modelwatch model server: KServe V1 predict over an ONNX model, logging to the sidecar."""
 
 from __future__ import annotations
 
