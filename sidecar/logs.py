@@ -35,11 +35,19 @@ _LEADING_KEYS = ("@timestamp", "log.level", "message")
 _PLAIN_TRACEBACK = structlog.dev.plain_traceback
 
 
-def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "info",
+    fmt: str = "json",
+    stream: TextIO | None = None,
+    *,
+    service_name: str = SERVICE_NAME,
+    dataset: str = EVENT_DATASET,
+) -> None:
     """Send structlog and stdlib logging at ``level`` or above to ``stream`` (default stderr).
 
     ``fmt`` is ``"json"`` (ECS keys, one object per line) or ``"console"`` (for people at a
-    terminal). Calling it again replaces the previous configuration.
+    terminal). ``service_name`` and ``dataset`` fill ECS ``service.name`` and ``event.dataset``
+    (the model server passes its own). Calling it again replaces the previous configuration.
     """
     if level not in _LEVELS:
         raise ValueError(f"log level must be one of {', '.join(_LEVELS)}, got {level!r}")
@@ -57,7 +65,11 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     ]
     # The console renderer lays out structlog's own keys, so ECS names are for JSON only.
     final: list[Processor] = (
-        [_error_fields, _ecs_fields, structlog.processors.JSONRenderer(serializer=_dumps)]
+        [
+            _error_fields,
+            _EcsFields(service_name, dataset),
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ]
         if json
         else [structlog.dev.ConsoleRenderer(colors=False, exception_formatter=_PLAIN_TRACEBACK)]
     )
@@ -119,23 +131,30 @@ def _error_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
-def _ecs_fields(_: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+class _EcsFields:
     """Rename structlog's keys to ECS and put the fields a reader scans for first."""
-    body: MutableMapping[str, Any] = dict(event_dict)
-    ordered: EventDict = {
-        "@timestamp": body.pop("@timestamp", None),
-        "log.level": body.pop("level", method_name),
-        "message": body.pop("event", ""),
-    }
-    logger_name = body.pop("logger", None)
-    if logger_name is not None:
-        ordered["log.logger"] = logger_name
-    ordered["service.name"] = SERVICE_NAME
-    ordered["event.dataset"] = EVENT_DATASET
-    for key, value in body.items():
-        if key not in _LEADING_KEYS:
-            ordered[key] = value
-    return ordered
+
+    def __init__(self, service_name: str, dataset: str) -> None:
+        self._service_name = service_name
+        self._dataset = dataset
+
+    def __call__(self, _: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        """Reorder and rename one event's keys."""
+        body: MutableMapping[str, Any] = dict(event_dict)
+        ordered: EventDict = {
+            "@timestamp": body.pop("@timestamp", None),
+            "log.level": body.pop("level", method_name),
+            "message": body.pop("event", ""),
+        }
+        logger_name = body.pop("logger", None)
+        if logger_name is not None:
+            ordered["log.logger"] = logger_name
+        ordered["service.name"] = self._service_name
+        ordered["event.dataset"] = self._dataset
+        for key, value in body.items():
+            if key not in _LEADING_KEYS:
+                ordered[key] = value
+        return ordered
 
 
 def _dumps(obj: Any, **kwargs: Any) -> str:

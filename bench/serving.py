@@ -1,0 +1,470 @@
+"""Model-server benchmarks: the prediction logger's overhead and micro-batching's gain.
+
+``python -m bench.serving [--quick]`` (or ``python -m bench serving`` once registered) runs:
+
+1. **Logging overhead.** Throughput and p99 latency at saturation with the prediction logger on
+   (events sent to a stub ``/v1/events`` sink answering 202) versus off
+   (``MODELWATCH_LOGGING_ENABLED=false``), in alternating rounds of the same run.
+   Goal: throughput ratio on/off ≥ 0.97 and p99 increase < 1 ms.
+2. **Micro-batching.** Throughput at 64 concurrent clients with ``max_batch_size`` 32 versus 1,
+   same run. Goal: ≥ 3×.
+
+The server is a real ``python -m serving`` process pinned to one CPU core (ONNX Runtime with one
+thread); the load generator is another process on another core, with keep-alive connections
+(asyncio streams, one request in flight per connection) sending one-instance requests. The sink
+runs in this process on the load generator's core. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench._report import BenchResult, Goal, Measurement
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "tumour"
+ROW: dict[str, object] = {"mean_radius": 17.5, "mean_texture": 21.0, "size_class": "large"}
+MLP_MODEL = "mlp"
+MLP_ROW: dict[str, object] = {"f0": 0.3, "f1": -1.2, "f2": 0.8}
+LOGGING_CONNECTIONS = 32
+BATCHING_CONNECTIONS = 64
+_START_TIMEOUT = 60.0
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One load-generator run: answers, failures, seconds, and latency quantiles in seconds."""
+
+    requests: int
+    failures: int
+    first_failure: str | None
+    seconds: float
+    p50: float
+    p99: float
+
+    @property
+    def throughput(self) -> float:
+        """Successful requests per second."""
+        return (self.requests - self.failures) / self.seconds
+
+
+async def _connection(
+    port: int,
+    request: bytes,
+    stop_at: float,
+    measure_from: float,
+    out: list[float],
+    errors: list[str],
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while (now := time.perf_counter()) < stop_at:
+            writer.write(request)
+            status_line = await reader.readuntil(b"\r\n")
+            length = 0
+            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length)
+            done = time.perf_counter()
+            if now >= measure_from:
+                out.append(done - now)
+                if b" 200 " not in status_line:
+                    errors.append(f"{status_line!r} {body[:200]!r}")
+    finally:
+        writer.close()
+
+
+async def _drive(
+    port: int, model: str, row: object, connections: int, warmup: float, seconds: float
+) -> Load:
+    body = orjson.dumps({"instances": [row]})
+    request = (
+        f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: bench\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + seconds
+    latencies: list[float] = []
+    errors: list[str] = []
+    await asyncio.gather(
+        *(
+            _connection(port, request, stop_at, measure_from, latencies, errors)
+            for _ in range(connections)
+        )
+    )
+    ordered = sorted(latencies)
+    return Load(
+        requests=len(ordered),
+        failures=len(errors),
+        first_failure=errors[0] if errors else None,
+        seconds=seconds,
+        p50=ordered[len(ordered) // 2],
+        p99=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    )
+
+
+def _loadgen_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving loadgen")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--connections", type=int, required=True)
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--row", type=orjson.loads, default=ROW, help="one instance, JSON")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, required=True)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ModuleNotFoundError:
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        load = runner.run(
+            _drive(args.port, args.model, args.row, args.connections, args.warmup, args.seconds)
+        )
+    sys.stdout.write(orjson.dumps(_as_dict(load)).decode())
+    return 0
+
+
+def _as_dict(load: Load) -> dict[str, Any]:
+    return {name: getattr(load, name) for name in Load.__slots__}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _cores() -> tuple[set[int], set[int]]:
+    """The server's core and the load generator's core (the same one on a 1-core machine)."""
+    available = sorted(os.sched_getaffinity(0))
+    server = {available[0]}
+    client = {available[1]} if len(available) > 1 else server
+    return server, client
+
+
+@contextmanager
+def _server(model_dir: Path, core: set[int], **settings: str) -> Iterator[int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELWATCH_")}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "MODELWATCH_MODEL_URI": str(model_dir),
+            "MODELWATCH_SERVING_ADDR": "127.0.0.1:0",
+            "MODELWATCH_ONNX_THREADS": "1",
+            "MODELWATCH_LOG_LEVEL": "info",  # the port is read from the "listening" line
+            **{f"MODELWATCH_{k.upper()}": v for k, v in settings.items()},
+        }
+    )
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "serving"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=lambda: os.sched_setaffinity(0, core),
+        )
+        try:
+            yield _wait_ready(process, stderr)
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(30)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], stderr: Any) -> int:
+    import httpx
+
+    deadline = time.monotonic() + _START_TIMEOUT
+    port: int | None = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr.seek(0)
+            raise RuntimeError(f"server exited {process.returncode}: {stderr.read()[-2000:]!r}")
+        if port is None:
+            stderr.seek(0)
+            for line in stderr.read().splitlines():
+                if line.startswith(b"{") and b'"listening"' in line:
+                    port = int(orjson.loads(line)["port"])
+        if port is not None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    return port
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.05)
+    raise RuntimeError("the model server did not become ready in time")
+
+
+def _load(
+    port: int, model: str, row: object, connections: int, seconds: float, core: set[int]
+) -> Load:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.serving",
+            "loadgen",
+            "--port",
+            str(port),
+            "--connections",
+            str(connections),
+            "--model",
+            model,
+            "--row",
+            orjson.dumps(row).decode(),
+            "--seconds",
+            str(seconds),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, core),
+    )
+    return Load(**orjson.loads(result.stdout))
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """A stub sidecar ``/v1/events``: reads the body, answers 202 with nothing rejected."""
+
+    protocol_version = "HTTP/1.1"
+    received = 0
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(length)
+        type(self).received += 1
+        answer = b'{"accepted": 0, "rejected": []}'
+        self.send_response(202)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+
+@contextmanager
+def _sink() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def _rounds(
+    model_dir: Path,
+    variants: Mapping[str, Mapping[str, str]],
+    *,
+    model: str,
+    row: object,
+    connections: int,
+    seconds: float,
+    repeats: int,
+    cores: tuple[set[int], set[int]],
+) -> dict[str, list[Load]]:
+    """Each variant ``repeats`` times, interleaved (A B A B …) so drift hits both alike."""
+    out: dict[str, list[Load]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, settings in variants.items():
+            with _server(model_dir, cores[0], **settings) as port:
+                load = _load(port, model, row, connections, seconds, cores[1])
+            if load.failures:
+                raise RuntimeError(f"{name}: {load.failures} failures, first {load.first_failure}")
+            out[name].append(load)
+            print(
+                f"  {name:>12}: {load.throughput:8.0f} req/s  p50 {load.p50 * 1e3:6.2f} ms  "
+                f"p99 {load.p99 * 1e3:6.2f} ms",
+                flush=True,
+            )
+    return out
+
+
+def _best(loads: list[Load]) -> Load:
+    return max(loads, key=lambda load: load.throughput)
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _throughput(label: str, loads: list[Load]) -> Measurement:
+    return Measurement(
+        label,
+        best=_best(loads).throughput,
+        unit="req/s",
+        median=_median([x.throughput for x in loads]),
+        samples=len(loads),
+    )
+
+
+def _build_mlp(directory: Path) -> None:
+    """A 3 × 1024 multi-layer perceptron on three numeric features: inference worth batching."""
+    import warnings
+
+    import numpy as np
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    from serving.metadata import FeatureSpec, ModelMetadata
+
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(500, 3)).astype(np.float32)
+    target = (features[:, 0] + features[:, 1] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # accuracy is not the point here
+        mlp = MLPClassifier(hidden_layer_sizes=(1024, 1024, 1024), max_iter=3, random_state=0)
+        mlp.fit(features, target)
+    onnx_model = convert_sklearn(
+        mlp,
+        initial_types=[("input", FloatTensorType([None, 3]))],
+        options={id(mlp): {"zipmap": False}},
+        target_opset=17,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    ModelMetadata(
+        name=MLP_MODEL,
+        version="1",
+        task="classification",
+        features=tuple(FeatureSpec(f"f{i}", "numeric", "float32", "input") for i in range(3)),
+        prediction_output="label",
+        scores_output="probabilities",
+        classes=(0, 1),
+    ).write(directory / "metadata.json")
+
+
+def run(quick: bool = False) -> BenchResult:
+    """Both benchmarks; the figure is throughput with logging on, everything else beside it."""
+    from tests.support.onnx_models import build_classifier
+
+    started = time.perf_counter()
+    seconds = 3.0 if quick else 8.0
+    repeats = 1 if quick else 3
+    cores = _cores()
+    with tempfile.TemporaryDirectory(prefix="modelwatch-bench-serving-") as tmp, _sink() as url:
+        os.sched_setaffinity(0, cores[1])  # the sink shares the load generator's core
+        model_dir = Path(tmp) / "model"
+        build_classifier(model_dir)
+        mlp_dir = Path(tmp) / "mlp"
+        _build_mlp(mlp_dir)
+        print(
+            f"logging overhead (logistic regression): {LOGGING_CONNECTIONS} connections, "
+            f"{seconds:g} s × {repeats}"
+        )
+        logging = _rounds(
+            model_dir,
+            {
+                "logging off": {"logging_enabled": "false"},
+                "logging on": {"logging_enabled": "true", "sidecar_url": url},
+            },
+            model=MODEL,
+            row=ROW,
+            connections=LOGGING_CONNECTIONS,
+            seconds=seconds,
+            repeats=repeats,
+            cores=cores,
+        )
+        print(
+            f"micro-batching (3 × 1024 MLP): {BATCHING_CONNECTIONS} connections, "
+            f"{seconds:g} s × {repeats}"
+        )
+        batching = _rounds(
+            mlp_dir,
+            {
+                "batch 32": {"max_batch_size": "32", "logging_enabled": "false"},
+                "batch 1": {"max_batch_size": "1", "logging_enabled": "false"},
+            },
+            model=MLP_MODEL,
+            row=MLP_ROW,
+            connections=BATCHING_CONNECTIONS,
+            seconds=seconds,
+            repeats=repeats,
+            cores=cores,
+        )
+    on, off = logging["logging on"], logging["logging off"]
+    ratio = _median([x.throughput for x in on]) / _median([x.throughput for x in off])
+    p99_increase_ms = (_median([x.p99 for x in on]) - _median([x.p99 for x in off])) * 1e3
+    speedup = _median([x.throughput for x in batching["batch 32"]]) / _median(
+        [x.throughput for x in batching["batch 1"]]
+    )
+    return BenchResult(
+        name="serving",
+        figure=_throughput("model server, logging on (batch 32)", on),
+        baselines=[
+            _throughput("model server, logging off", off),
+            _throughput(f"{BATCHING_CONNECTIONS} clients, max_batch_size 32", batching["batch 32"]),
+            _throughput(f"{BATCHING_CONNECTIONS} clients, max_batch_size 1", batching["batch 1"]),
+        ],
+        ratios={
+            "logging on/off throughput (medians)": ratio,
+            "logging p99 increase ms (medians)": p99_increase_ms,
+            "batching 32/1 throughput (medians)": speedup,
+        },
+        goals=[
+            Goal("logging throughput ratio >= 0.97", ratio >= 0.97),
+            Goal("logging p99 increase < 1 ms", p99_increase_ms < 1.0),
+            Goal("micro-batching >= 3x at 64 clients", speedup >= 3.0),
+        ],
+        details={
+            "cores": {"server": sorted(cores[0]), "load_generator": sorted(cores[1])},
+            "seconds_per_round": seconds,
+            "rounds": {
+                name: [_as_dict(x) for x in loads]
+                for name, loads in {**logging, **batching}.items()
+            },
+            "events_batches_received_by_sink": _Sink.received,
+        },
+        seconds=time.perf_counter() - started,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.serving [--quick]``; ``loadgen …`` is the load generator's entry."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "loadgen":
+        return _loadgen_main(args[1:])
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short round of each")
+    quick = parser.parse_args(args).quick
+    from bench._report import print_result
+
+    print_result(run(quick=quick))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""The model server's FastAPI app: KServe V1 predict, metadata, feedback, health and metrics.
+
+``create_app`` wires validated settings, the model's metadata, a model loader, the prediction
+log and a metrics registry into one app. Its lifespan starts the prediction log and loads the
+model once, on a thread, while the server already answers ``/healthz`` (alive) and ``/readyz``
+(503 until the model is loaded); a model that fails to load calls ``on_load_failed`` so the
+process exits instead of staying half alive. On shutdown it stops taking predictions, lets
+queued batches finish, and flushes the prediction log within a deadline.
+
+The predict route never blocks the event loop (the model runs on the batcher's worker thread)
+and never waits on the sidecar (``PredictionLog.log`` only enqueues).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from structlog.typing import FilteringBoundLogger
+
+from serving.batcher import BatcherClosedError, MicroBatcher
+from serving.errors import ModelLoadError, PredictionError, RequestError
+from serving.feedback import FeedbackForwarder, parse_labels
+from serving.instances import InstanceDecoder
+from serving.metadata import ModelMetadata
+from serving.metrics import ServingMetrics
+from serving.middleware import RequestContextMiddleware, current_context
+from serving.model import Model
+from serving.prediction_log import PredictionLog
+from serving.settings import ServingSettings
+
+SHUTDOWN_DRAIN_SECONDS = 10.0
+"""How long queued batches may take to finish after SIGTERM."""
+LOG_FLUSH_SECONDS = 5.0
+"""How long the prediction log may take to flush after SIGTERM."""
+JSON = "application/json"
+
+
+class ServableModel(Model, Protocol):
+    """A model and the execution provider it runs on (``CPUExecutionProvider``, …)."""
+
+    provider: str
+
+
+@dataclass(slots=True)
+class _State:
+    ready: bool = False
+    phase: str = "loading"
+    batcher: MicroBatcher | None = None
+    provider: str | None = None
+    load_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def create_app(
+    settings: ServingSettings,
+    metadata: ModelMetadata,
+    *,
+    load_model: Callable[[], ServableModel],
+    prediction_log: PredictionLog,
+    registry: CollectorRegistry,
+    logger: FilteringBoundLogger,
+    feedback: FeedbackForwarder | None = None,
+    on_load_failed: Callable[[BaseException], None] | None = None,
+    process_metrics: bool = True,
+) -> FastAPI:
+    """The app for one model; ``load_model`` runs once, on a thread, when the app starts."""
+    metrics = ServingMetrics(
+        registry, model=metadata.name, version=metadata.version, process=process_metrics
+    )
+    state = _State()
+    log = logger.bind(**{"ml.model.name": metadata.name, "ml.model.version": metadata.version})
+    forwarder = feedback or FeedbackForwarder(
+        settings.sidecar_url,
+        model=metadata.name,
+        version=metadata.version,
+        token=settings.ingest_token,
+        timeout=settings.feedback_timeout_seconds,
+    )
+    routes = _Routes(settings, metadata, state, metrics, prediction_log, forwarder, log)
+
+    async def load() -> None:
+        try:
+            model = await asyncio.to_thread(load_model)
+        except Exception as exc:  # a loader may raise anything; all of it means "cannot serve"
+            state.phase = "failed"
+            fields = (
+                {"reason": exc.reason, "field": exc.field}
+                if isinstance(exc, ModelLoadError)
+                else {}
+            )
+            log.error("model failed to load", error=str(exc), **fields)
+            if on_load_failed is not None:
+                on_load_failed(exc)
+            return
+        batcher = MicroBatcher(
+            model,
+            max_batch_size=settings.max_batch_size,
+            max_wait_seconds=settings.max_wait_seconds,
+            observer=metrics,
+        )
+        batcher.start()
+        state.batcher = batcher
+        state.provider = model.provider
+        state.ready = True
+        state.phase = "ready"
+        metrics.loaded(model.provider)
+        log.info("model loaded", provider=model.provider, features=len(metadata.features))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        prediction_log.start()
+        state.load_task = asyncio.create_task(load(), name="model-load")
+        try:
+            yield
+        finally:
+            state.ready = False
+            state.phase = "stopping"
+            metrics.unready()
+            await _shutdown(state, prediction_log, forwarder, log)
+
+    app = FastAPI(
+        title="modelwatch model server",
+        version=metadata.version,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        model=metadata.name,
+        version=metadata.version,
+    )
+    app.add_exception_handler(RequestError, _request_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_api_route("/v1/models/{name}:predict", routes.predict, methods=["POST"])
+    app.add_api_route("/v1/models/{name}:feedback", routes.feedback, methods=["POST"])
+    app.add_api_route("/v1/models/{name}", routes.model, methods=["GET"])
+    app.add_api_route("/v1/models", routes.models, methods=["GET"])
+    app.add_api_route("/healthz", routes.healthz, methods=["GET"])
+    app.add_api_route("/readyz", routes.readyz, methods=["GET"])
+    app.add_api_route("/metrics", routes.metrics, methods=["GET"])
+    app.state.serving = state
+    return app
+
+
+class _Routes:
+    """The route handlers, sharing the app's dependencies."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        metadata: ModelMetadata,
+        state: _State,
+        metrics: ServingMetrics,
+        prediction_log: PredictionLog,
+        forwarder: FeedbackForwarder,
+        logger: FilteringBoundLogger,
+    ) -> None:
+        self._settings = settings
+        self._metadata = metadata
+        self._state = state
+        self._metrics = metrics
+        self._log = prediction_log
+        self._forwarder = forwarder
+        self._logger = logger
+        self._decoder = InstanceDecoder(metadata, max_instances=settings.max_instances)
+        self._class_keys = [str(c) for c in metadata.classes]
+
+    async def predict(self, name: str, request: Request) -> Response:
+        """``POST /v1/models/{name}:predict``: score every instance, log each one."""
+        self._check_name(name)
+        batcher = self._ready_batcher()
+        decoded = self._decoder.decode(await self._body(request))
+        count = decoded.count
+        started = time.perf_counter()
+        try:
+            outputs = await batcher.submit(decoded.inputs, count)
+        except BatcherClosedError:
+            raise _unavailable("the model server is shutting down") from None
+        except PredictionError as exc:
+            self._failed(decoded.features, time.perf_counter() - started, str(exc))
+            raise RequestError(
+                500, "model_error", "", f"the model failed on this request: {exc}"
+            ) from None
+        latency = time.perf_counter() - started
+        self._metrics.model_duration.observe(latency)
+        self._metrics.predictions("ok", count)
+        predictions = outputs.predictions.tolist()
+        ids = [uuid.uuid4().hex for _ in range(count)]
+        answer: dict[str, Any] = {"predictions": predictions, "ids": ids}
+        scores: list[dict[str, float]] | None = None
+        if outputs.scores is not None:
+            keys = self._class_keys
+            scores = [dict(zip(keys, row, strict=True)) for row in outputs.scores.tolist()]
+            answer["scores"] = scores
+        trace_id = current_context().trace_id
+        log = self._log.log
+        for i in range(count):
+            log(
+                features=decoded.features[i],
+                prediction=predictions[i],
+                latency_seconds=latency,
+                event_id=ids[i],
+                scores=None if scores is None else scores[i],
+                trace_id=trace_id,
+            )
+        return Response(orjson.dumps(answer), media_type=JSON)
+
+    async def feedback(self, name: str, request: Request) -> Response:
+        """``POST /v1/models/{name}:feedback``: forward ground-truth labels to the sidecar."""
+        self._check_name(name)
+        labels = parse_labels(await self._body(request), max_labels=self._settings.max_instances)
+        try:
+            status, body = await self._forwarder.forward(labels)
+        except RequestError as exc:
+            self._metrics.feedback("failed", len(labels))
+            self._logger.warning("feedback not forwarded", error=str(exc), labels=len(labels))
+            raise
+        self._metrics.feedback("forwarded", len(labels))
+        return Response(body, status_code=status, media_type=JSON)
+
+    async def model(self, name: str) -> Response:
+        """``GET /v1/models/{name}``: the metadata and whether the model is ready."""
+        self._check_name(name)
+        body = {
+            **self._metadata.to_dict(),
+            "ready": self._state.ready,
+            "provider": self._state.provider,
+            "max_instances": self._settings.max_instances,
+        }
+        return Response(orjson.dumps(body), media_type=JSON)
+
+    async def models(self) -> Response:
+        """``GET /v1/models``: the one model this server serves."""
+        return Response(orjson.dumps({"models": [self._metadata.name]}), media_type=JSON)
+
+    async def healthz(self) -> Response:
+        """``GET /healthz``: the process is alive (it says nothing about the model)."""
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    async def readyz(self) -> Response:
+        """``GET /readyz``: 200 once the model is loaded; 503 before, after failure, stopping."""
+        state = self._state
+        body = orjson.dumps({"ready": state.ready, "status": state.phase})
+        return Response(body, status_code=200 if state.ready else 503, media_type=JSON)
+
+    async def metrics(self, request: Request) -> Response:
+        """``GET /metrics``: the server's Prometheus metrics."""
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(self._metrics.registry), headers={"Content-Type": content_type})
+
+    # ----------------------------------------------------------------- helpers
+
+    def _check_name(self, name: str) -> None:
+        if name != self._metadata.name:
+            raise RequestError(
+                404,
+                "unknown_model",
+                "name",
+                f"this server serves model {self._metadata.name!r}, not {name!r}",
+            )
+
+    def _ready_batcher(self) -> MicroBatcher:
+        batcher = self._state.batcher
+        if not self._state.ready or batcher is None:
+            raise _unavailable(f"the model is not ready ({self._state.phase})")
+        return batcher
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self._settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(int(declared), limit)
+        body = await request.body()
+        if len(body) > limit:
+            raise _too_large(len(body), limit)
+        return body
+
+    def _failed(self, features: list[dict[str, Any]], latency: float, reason: str) -> None:
+        self._metrics.predictions("error", len(features))
+        self._logger.warning("prediction failed", error=reason, instances=len(features))
+        trace_id = current_context().trace_id
+        attributes = {"error": reason}
+        for row in features:
+            self._log.log(
+                features=row,
+                prediction=None,
+                latency_seconds=latency,
+                status="error",
+                event_id=uuid.uuid4().hex,
+                trace_id=trace_id,
+                attributes=attributes,
+            )
+
+
+async def _shutdown(
+    state: _State,
+    prediction_log: PredictionLog,
+    forwarder: FeedbackForwarder,
+    log: FilteringBoundLogger,
+) -> None:
+    if state.load_task is not None and not state.load_task.done():
+        state.load_task.cancel()
+    if state.batcher is not None and not await state.batcher.aclose(SHUTDOWN_DRAIN_SECONDS):
+        log.warning("queued predictions were not all scored before the drain deadline")
+    try:
+        await asyncio.wait_for(prediction_log.aclose(LOG_FLUSH_SECONDS), LOG_FLUSH_SECONDS + 1.0)
+    except TimeoutError:
+        log.warning("the prediction log did not close within its deadline")
+    await forwarder.aclose()
+
+
+def _unavailable(message: str) -> RequestError:
+    return RequestError(503, "not_ready", "", message)
+
+
+def _too_large(size: int, limit: int) -> RequestError:
+    return RequestError(413, "body_too_large", "", f"the body is {size} bytes; at most {limit}")
+
+
+async def _request_error(_: Request, exc: RequestError) -> Response:
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return Response(orjson.dumps(exc.to_json()), exc.status, headers=headers, media_type=JSON)
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    body = {"error": str(exc.detail), "field": "", "reason": reason}
+    return Response(orjson.dumps(body), exc.status_code, headers=exc.headers, media_type=JSON)
