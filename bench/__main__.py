@@ -22,6 +22,7 @@ BENCHMARKS = {
     "http": "bench.http_ingest",
     "drift": "bench.drift",
     "memory": "bench.memory",
+    "serving": "bench.serving",
 }
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
