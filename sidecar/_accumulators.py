@@ -8,14 +8,20 @@ value into those bins, so the stored shares and CDF are exact whatever the sketc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from sidecar._build_errors import ProfileBuildError, column_error
-from sidecar.profile import OTHER, CategoricalProfile, NumericProfile
+from sidecar.profile import (
+    MAX_CATEGORIES,
+    OTHER,
+    RESERVED_FEATURE,
+    CategoricalProfile,
+    NumericProfile,
+)
 from sidecar.sketch import QuantileSketch
 
 FloatArray = NDArray[np.float64]
@@ -55,9 +61,22 @@ def bin_plan(psi_bins: int, ks_bins: int, top_k: int) -> BinPlan:
         raise ProfileBuildError(
             "ks_bins", f"must be a multiple of psi_bins ({psi_bins}), got {ks_bins}"
         )
-    if top_k < 1:
-        raise ProfileBuildError("top_k", f"must be at least 1, got {top_k}")
+    if not 1 <= top_k <= MAX_CATEGORIES:
+        # The loader refuses profiles with more categories; better to fail before the build.
+        raise ProfileBuildError("top_k", f"must be between 1 and {MAX_CATEGORIES}, got {top_k}")
     return BinPlan(psi_bins, ks_bins)
+
+
+def check_feature_names(names: Iterable[str], source: str | None = None) -> None:
+    """Refuse a feature column whose name the sidecar keeps for the prediction's counters."""
+    for name in names:
+        if name == RESERVED_FEATURE:
+            raise column_error(
+                name,
+                f"{RESERVED_FEATURE!r} is reserved for the prediction; rename the column, "
+                "drop it, or pass it as the prediction column",
+                source,
+            )
 
 
 def _edges(

@@ -22,7 +22,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from sidecar._accumulators import missing_category
+from sidecar._accumulators import check_feature_names, missing_category
 from sidecar._build_errors import ProfileBuildError, column_error
 from sidecar.profile import category_key
 
@@ -114,6 +114,7 @@ def plan_columns(
                 source,
             )
     features = tuple(Column(n, kinds[n]) for n in names if n in kinds and n != prediction)
+    check_feature_names((c.name for c in features), source)
     if not features:
         raise ProfileBuildError("columns", "no feature columns left to profile", source=source)
     predicted = Column(prediction, kinds[prediction]) if prediction is not None else None

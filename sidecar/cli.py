@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from sidecar.errors import ModelwatchError
 from sidecar.profile import (
+    MAX_CATEGORIES,
     CategoricalProfile,
     FeatureProfile,
     NumericProfile,
@@ -93,7 +94,12 @@ def _parser(*, serve_requested: bool) -> argparse.ArgumentParser:
     build.add_argument(
         "--ks-bins", type=int, default=DEFAULT_KS_BINS, help="KS bins, >= 100, a multiple of PSI's"
     )
-    build.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="categories kept (50)")
+    build.add_argument(
+        "--top-k",
+        type=_top_k,
+        default=DEFAULT_TOP_K,
+        help=f"categories kept per column, 1 to {MAX_CATEGORIES} (50)",
+    )
     build.add_argument(
         "--sketch-size", type=int, default=DEFAULT_SIZE, help="quantile sketch values per level"
     )
@@ -110,6 +116,17 @@ def _parser(*, serve_requested: bool) -> argparse.ArgumentParser:
 
         add_serve_arguments(serve)
     return parser
+
+
+def _top_k(text: str) -> int:
+    """``--top-k``: categories become metric series and window bins, so the count is capped."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 1 <= value <= MAX_CATEGORIES:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CATEGORIES}, got {value}")
+    return value
 
 
 def _build(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:

@@ -19,6 +19,7 @@ REQUEST_REJECT_REASONS = (
     "invalid_body",
     "unknown_model",
     "too_many_events",
+    "timeout",
 )
 """Why a whole request was refused (``modelwatch_ingest_requests_rejected_total``)."""
 

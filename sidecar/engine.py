@@ -27,7 +27,7 @@ from sidecar.columns import PREDICTION_KEY, STATUSES, EventColumns
 from sidecar.errors import ConfigError
 from sidecar.profile import FeatureProfile, NumericProfile, Profile
 from sidecar.snapshot import DriftSnapshot, FeatureCounters, FeatureDrift, MonitorCounters
-from sidecar.window import SlidingWindow
+from sidecar.window import MAX_SLOTS, SlidingWindow, slot_count
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -59,6 +59,12 @@ class EngineConfig:
         elif not (math.isfinite(self.window_seconds) and self.window_seconds >= self.slot_seconds):
             problems["window_seconds"] = (
                 f"must be at least slot_seconds ({self.slot_seconds}), got {self.window_seconds}"
+            )
+        elif (slots := slot_count(self.window_seconds, self.slot_seconds)) > MAX_SLOTS:
+            problems["slot_seconds"] = (
+                f"window_seconds / slot_seconds = {self.window_seconds} / {self.slot_seconds} "
+                f"gives {slots} slots; at most {MAX_SLOTS} are allowed (memory is slots × bins "
+                "× 8 bytes per model version)"
             )
         if not 0.0 < self.alpha < 1.0:
             problems["alpha"] = f"must lie strictly between 0 and 1, got {self.alpha}"

@@ -4,15 +4,20 @@ Nothing a client sends may produce a 5xx or kill the process: every refusal is a
 names the field and the reason, and is counted in ``IngestCounters``. The only 5xx answers are
 ``/readyz``'s 503 (no model loaded: a fault of the sidecar's setup, not of the request) and the
 last-resort 500 that turns an unexpected bug into one logged error instead of a dropped
-connection. Rejections are logged once per request, summarised; accepted events never are.
+connection. A whole-request refusal is logged once per request; problems inside a batch are
+logged the first time each kind is seen, then summarised at most once a minute (a client that
+repeats the same mistake in every batch must not flood the log); accepted events never are.
 The routes, bodies and codes are documented in ``docs/wire-format.md`` and served as OpenAPI
 from ``sidecar.openapi``; keep the three in step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
+import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +37,7 @@ from sidecar.counters import IngestCounters
 from sidecar.events import (
     IngestLimits,
     ParsedEvents,
+    Rejection,
     RequestRejected,
     parse_events,
     parse_feedback,
@@ -42,6 +48,21 @@ from sidecar.profile import CategoricalProfile, FeatureProfile, Profile
 from sidecar.snapshot import DriftSnapshot, FeatureDrift
 
 JSON = "application/json"
+
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
+"""How long a client may take to send a whole request body before it is answered 408."""
+PROBLEM_SUMMARY_SECONDS = 60.0
+"""Shortest time between two summaries of repeated event problems in the log."""
+MAX_PROBLEM_KINDS = 1000
+"""Distinct problem kinds remembered for log deduplication; beyond it problems are only summed.
+
+Unknown feature names come from clients, so without a cap the set would grow with traffic."""
+
+_REFUSAL_HEADERS: dict[int, Mapping[str, str]] = {
+    401: {"WWW-Authenticate": "Bearer"},
+    # The body was not read to its end, so the connection cannot carry another request.
+    408: {"Connection": "close"},
+}
 
 
 class Monitor(Protocol):
@@ -82,6 +103,10 @@ class _Deps:
     token: bytes | None
     logger: FilteringBoundLogger
     on_accepted: Callable[[ParsedEvents], None] | None
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    body_timeout_seconds: float
+    problems: ProblemLog
 
 
 def create_ingest_app(
@@ -93,12 +118,22 @@ def create_ingest_app(
     token: str | None,
     logger: FilteringBoundLogger,
     on_accepted: Callable[[ParsedEvents], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
 ) -> Starlette:
     """The ingest ASGI app; ``token`` (when set) is required as ``Authorization: Bearer``.
 
     ``on_accepted`` is called with every request's parsed events before the answer is sent
-    (the spool writer hooks in here), once the monitor has observed them.
+    (the spool writer hooks in here), once the monitor has observed them. ``clock`` must be the
+    monitors' clock (their ``computed_at`` is read on it); ``wall_clock`` gives the epoch
+    seconds shown in ``/v1/drift``. A body not received within ``body_timeout_seconds`` is
+    answered 408.
     """
+    if not (math.isfinite(body_timeout_seconds) and body_timeout_seconds > 0):
+        raise ValueError(
+            f"body_timeout_seconds: must be a positive number, got {body_timeout_seconds}"
+        )
     deps = _Deps(
         monitors=monitors,
         counters=counters,
@@ -107,6 +142,10 @@ def create_ingest_app(
         token=None if token is None else token.encode(),
         logger=logger,
         on_accepted=on_accepted,
+        clock=clock,
+        wall_clock=wall_clock,
+        body_timeout_seconds=body_timeout_seconds,
+        problems=ProblemLog(logger, clock),
     )
     document = orjson.dumps(openapi_document(limits))
 
@@ -169,7 +208,7 @@ def _guard(deps: _Deps, handler: _Handler) -> Callable[[Request], Awaitable[Resp
                 field=refused.field,
                 message=refused.message,
             )
-            headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
+            headers = _REFUSAL_HEADERS.get(refused.status)
             return _error(refused.status, refused.reason, refused.field, refused.message, headers)
         except ClientDisconnect:
             # Nobody is left to answer; nothing was ingested.
@@ -249,11 +288,24 @@ async def _read_json_body(deps: _Deps, request: Request) -> bytes:
             raise _too_large(int(declared), limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit)
-        chunks.append(chunk)
+    timeout = deps.body_timeout_seconds
+    try:
+        # One deadline for the whole body, not per chunk: a client dripping a byte at a time
+        # must not hold a connection and a buffer open forever.
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(size, limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        expected = f"of {declared} " if declared is not None else ""
+        raise RequestRejected(
+            408,
+            "timeout",
+            "body",
+            f"the body did not arrive within {timeout:g} seconds ({size} bytes {expected}received)",
+        ) from None
     return b"".join(chunks)
 
 
@@ -296,7 +348,8 @@ async def _post_events(deps: _Deps, request: Request) -> Response:
     reasons = Counter(r.reason for r in parsed.rejections)
     for reason, n in reasons.items():
         counters.reject_event(reason, n)
-    _log_problems(deps.logger, parsed, reasons)
+    if parsed.rejections or parsed.warnings or parsed.warnings_dropped:
+        deps.problems.record(parsed)
     return _json(
         {
             "accepted": parsed.accepted,
@@ -306,32 +359,6 @@ async def _post_events(deps: _Deps, request: Request) -> Response:
         },
         202,
     )
-
-
-def _log_problems(
-    logger: FilteringBoundLogger, parsed: ParsedEvents, reasons: Counter[str]
-) -> None:
-    if parsed.rejections:
-        logger.warning(
-            "events_rejected",
-            model=parsed.model,
-            version=parsed.version,
-            received=parsed.received,
-            accepted=parsed.accepted,
-            rejected=len(parsed.rejections),
-            reasons=dict(reasons),
-            first_error=parsed.rejections[0].to_json()["error"],
-            warnings=len(parsed.warnings) + parsed.warnings_dropped,
-        )
-    elif parsed.warnings:
-        logger.info(
-            "event_warnings",
-            model=parsed.model,
-            version=parsed.version,
-            accepted=parsed.accepted,
-            warnings=len(parsed.warnings) + parsed.warnings_dropped,
-            first_warning=f"{parsed.warnings[0].field}: {parsed.warnings[0].message}",
-        )
 
 
 async def _post_feedback(deps: _Deps, request: Request) -> Response:
@@ -393,7 +420,9 @@ async def _get_drift(deps: _Deps, request: Request) -> Response:
     for m, v in selected:
         monitor = deps.monitors.get(m, v)
         if monitor is not None:
-            snapshots.append(_snapshot_json(monitor.drift(), monitor.profile))
+            snapshot = monitor.drift()
+            computed_at = _epoch_seconds(snapshot.computed_at, deps.clock, deps.wall_clock)
+            snapshots.append(_snapshot_json(snapshot, monitor.profile, computed_at))
     return _json({"models": snapshots})
 
 
@@ -409,6 +438,15 @@ async def _readyz(deps: _Deps, _: Request) -> Response:
 
 
 # --------------------------------------------------------------------------- drift JSON
+
+
+def _epoch_seconds(at: float, clock: Callable[[], float], wall_clock: Callable[[], float]) -> float:
+    """The wall-clock epoch time of ``at``, a reading of the monitors' (monotonic) ``clock``.
+
+    The engine keeps a monotonic clock so that windows never jump with NTP; a client needs a
+    real time, so the snapshot's age on that clock is subtracted from the wall clock now.
+    """
+    return wall_clock() - max(0.0, clock() - at)
 
 
 def _finite(value: float) -> float | None:
@@ -435,13 +473,13 @@ def _feature_json(drift: FeatureDrift, profile: FeatureProfile | None) -> dict[s
     return doc
 
 
-def _snapshot_json(snapshot: DriftSnapshot, profile: Profile) -> dict[str, Any]:
+def _snapshot_json(snapshot: DriftSnapshot, profile: Profile, computed_at: float) -> dict[str, Any]:
     by_name = {f.name: f for f in profile.features}
     prediction = snapshot.prediction
     return {
         "model": snapshot.model,
         "version": snapshot.version,
-        "computed_at": snapshot.computed_at,
+        "computed_at": computed_at,
         "window_seconds": snapshot.window_seconds,
         "window_events": snapshot.window_events,
         "correction": snapshot.correction,
@@ -449,3 +487,105 @@ def _snapshot_json(snapshot: DriftSnapshot, profile: Profile) -> dict[str, Any]:
         "features": [_feature_json(f, by_name.get(f.feature)) for f in snapshot.features],
         "prediction": None if prediction is None else _feature_json(prediction, profile.prediction),
     }
+
+
+# --------------------------------------------------------------------------- problem log
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+class ProblemLog:
+    """Logs each kind of event problem once, then repeats as one summary line per interval.
+
+    A kind is ``(model, version, field, reason)`` for a rejected event and ``(model, version,
+    field, warning)`` for a warning, with the event index taken out of the field
+    (``events[].features.x``), so a client that sends the same stray feature in every batch
+    logs one line, not one per batch. Repeats (and kinds past ``max_kinds``) are counted and
+    written as ``event_problems_repeated`` when a problem arrives ``interval_seconds`` or more
+    after the previous summary. Not thread-safe: the ingest app calls it from its event loop.
+    """
+
+    def __init__(
+        self,
+        logger: FilteringBoundLogger,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        interval_seconds: float = PROBLEM_SUMMARY_SECONDS,
+        max_kinds: int = MAX_PROBLEM_KINDS,
+    ) -> None:
+        self._logger = logger
+        self._clock = clock
+        self._interval = interval_seconds
+        self._max_kinds = max_kinds
+        self._seen: set[tuple[str, str, str, str]] = set()
+        self._last_summary = clock()
+        self._rejected: Counter[tuple[str, str, str]] = Counter()
+        self._warnings: Counter[tuple[str, str]] = Counter()
+
+    def record(self, parsed: ParsedEvents) -> None:
+        """Log the new problem kinds of one request and count the repeated ones."""
+        model, version = parsed.model, parsed.version
+        by_kind: dict[tuple[str, str], list[Rejection]] = {}
+        for rejection in parsed.rejections:
+            field = _INDEX.sub("[]", rejection.field)
+            by_kind.setdefault((field, rejection.reason), []).append(rejection)
+        for (field, reason), group in by_kind.items():
+            if self._first((model, version, field, reason)):
+                self._logger.warning(
+                    "events_rejected",
+                    model=model,
+                    version=version,
+                    field=field,
+                    reason=reason,
+                    events=len(group),
+                    received=parsed.received,
+                    accepted=parsed.accepted,
+                    first_error=group[0].to_json()["error"],
+                )
+            else:
+                self._rejected[(f"{model}/{version}", reason, field)] += len(group)
+        for warning in parsed.warnings:
+            field = _INDEX.sub("[]", warning.field)
+            if self._first((model, version, field, warning.message)):
+                self._logger.info(
+                    "event_warnings",
+                    model=model,
+                    version=version,
+                    field=field,
+                    warning=warning.message,
+                    first_warning=f"{warning.field}: {warning.message}",
+                    accepted=parsed.accepted,
+                )
+            else:
+                self._warnings[(f"{model}/{version}", field)] += 1
+        if parsed.warnings_dropped:
+            self._warnings[(f"{model}/{version}", "(dropped from the answer)")] += (
+                parsed.warnings_dropped
+            )
+        self._summarise()
+
+    def _first(self, kind: tuple[str, str, str, str]) -> bool:
+        if kind in self._seen or len(self._seen) >= self._max_kinds:
+            return False
+        self._seen.add(kind)
+        return True
+
+    def _summarise(self) -> None:
+        now = self._clock()
+        if now - self._last_summary < self._interval or not (self._rejected or self._warnings):
+            return
+        self._logger.warning(
+            "event_problems_repeated",
+            since_seconds=round(now - self._last_summary, 3),
+            rejected=[
+                {"model": m, "reason": r, "field": f, "events": n}
+                for (m, r, f), n in sorted(self._rejected.items())
+            ],
+            warnings=[
+                {"model": m, "field": f, "events": n}
+                for (m, f), n in sorted(self._warnings.items())
+            ],
+        )
+        self._last_summary = now
+        self._rejected.clear()
+        self._warnings.clear()

@@ -177,7 +177,10 @@ def _schemas(limits: IngestLimits) -> dict[str, Any]:
             "properties": {
                 "model": {"type": "string"},
                 "version": {"type": "string"},
-                "computed_at": number,
+                "computed_at": {
+                    "type": "number",
+                    "description": "When the statistics were computed, in Unix epoch seconds.",
+                },
                 "window_seconds": number,
                 "window_events": {"type": "integer"},
                 "correction": {"enum": ["benjamini-hochberg", "bonferroni"]},
@@ -219,6 +222,7 @@ def _post(summary: str, request: str, answer: str, limits: IngestLimits) -> dict
             "401": _error_response("unauthorized: missing or wrong bearer token"),
             "404": _error_response("unknown_model: the model or version is not served"),
             "405": _error_response("method_not_allowed"),
+            "408": _error_response("timeout: the body did not arrive in time"),
             "413": _error_response(
                 f"too_large (over {limits.max_body_bytes} bytes) or too_many_events "
                 f"(over {limits.max_events} items)"

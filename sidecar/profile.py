@@ -17,12 +17,19 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from sidecar.columns import PREDICTION_KEY
 from sidecar.errors import ProfileError
 
 FORMAT = "modelwatch.profile"
 FORMAT_VERSION = 1
 OTHER = "__other__"
 """Name of the bucket holding every category outside a categorical profile's top-K list."""
+RESERVED_FEATURE = PREDICTION_KEY
+"""Feature name the engine uses for the prediction's counters; a feature may not take it."""
+MAX_CATEGORIES = 1000
+"""Most categories one categorical profile may list. Each category is a bin in every window
+slot and a label value of two metric series (bin total and reference ratio), so the cap bounds
+both the sidecar's memory and the series one feature can mint."""
 
 _SHARE_TOLERANCE = 1e-6
 
@@ -352,6 +359,12 @@ def _numeric_from_json(r: _Reader, name: str, count: int, missing: int) -> Numer
 
 def _categorical_from_json(r: _Reader, name: str, count: int, missing: int) -> CategoricalProfile:
     cats = r.child("categories")
+    if len(cats.obj) > MAX_CATEGORIES:
+        raise r.error(
+            "categories",
+            f"lists {len(cats.obj)} categories; at most {MAX_CATEGORIES} are allowed "
+            "(rebuild the profile with a smaller --top-k)",
+        )
     names: list[str] = []
     shares: list[float] = []
     for key in cats.obj:
@@ -414,6 +427,11 @@ def profile_from_json(obj: object, *, source: str | None = None) -> Profile:
     )
     seen: set[str] = set()
     for i, feat in enumerate(features):
+        if feat.name == RESERVED_FEATURE:
+            raise r.error(
+                f"features[{i}].name",
+                f"{RESERVED_FEATURE!r} is reserved for the prediction; rename the feature",
+            )
         if feat.name in seen:
             raise r.error(f"features[{i}].name", f"duplicate feature name {feat.name!r}")
         seen.add(feat.name)

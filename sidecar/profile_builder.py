@@ -26,6 +26,7 @@ from sidecar._accumulators import (
     NumericStats,
     bin_plan,
     categorical_profile,
+    check_feature_names,
     missing_category,
 )
 from sidecar._build_errors import ProfileBuildError, column_error
@@ -105,6 +106,7 @@ def profile_from_arrays(
     if set(numeric) & set(categorical):
         both = sorted(set(numeric) & set(categorical))[0]
         raise column_error(both, "is listed as both numeric and categorical")
+    check_feature_names([*numeric, *categorical])
 
     features: list[FeatureProfile] = [_numeric_in_memory(n, v, plan) for n, v in numeric.items()]
     features += [_categorical_in_memory(n, v, top_k) for n, v in categorical.items()]

@@ -43,6 +43,7 @@ from sidecar.metrics import ModelwatchCollector, build_registry, package_version
 from sidecar.monitors import MonitorRegistry
 from sidecar.profile import Profile, load_profile
 from sidecar.settings import Address, Settings, env_key, flag
+from sidecar.window import slot_count
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -58,6 +59,7 @@ _OVERRIDABLE = (
     "slot_seconds",
     "max_body_bytes",
     "max_events",
+    "body_timeout_seconds",
     "alpha",
     "correction",
     "min_window_values",
@@ -75,6 +77,7 @@ _HELP = {
     "slot_seconds": "drift window slot length in seconds (default 60)",
     "max_body_bytes": "largest ingest request body in bytes (default 8388608)",
     "max_events": "most events in one ingest request (default 10000)",
+    "body_timeout_seconds": "seconds a client has to send a whole request body (default 30)",
     "alpha": "significance level of the drift tests (default 0.05)",
     "correction": "multiple-testing correction: benjamini-hochberg (default) or bonferroni",
     "min_window_values": "window values needed before statistics are reported (default 100)",
@@ -191,7 +194,7 @@ class Sidecar:
     ) -> None:
         self.settings = settings
         self.logger = logger
-        self.monitors = MonitorRegistry.from_profiles(profiles, engine_config(settings), clock)
+        self.monitors = _build_monitors(settings, profiles, clock)
         self.counters = IngestCounters()
         self.feedback = FeedbackStore(capacity=settings.feedback_capacity)
         self.collector = ModelwatchCollector(
@@ -210,6 +213,8 @@ class Sidecar:
             ),
             token=settings.ingest_token,
             logger=logger.bind(component="ingest"),
+            clock=clock,
+            body_timeout_seconds=settings.body_timeout_seconds,
         )
         self.metrics_app = MetricsApp(self.registry)
         self.ingest_port: int | None = None
@@ -308,6 +313,29 @@ async def serve(
         await sidecar.stop()
     if not requested:
         raise RuntimeError("a listener stopped unexpectedly")
+
+
+def _build_monitors(
+    settings: Settings, profiles: Sequence[Profile], clock: Callable[[], float]
+) -> MonitorRegistry:
+    """The monitors of ``profiles``; ConfigError naming the window settings when memory runs out.
+
+    The slot cap bounds the windows, but many wide profiles can still need more memory than the
+    pod has; that is a sizing problem the operator fixes in the settings, not a crash.
+    """
+    try:
+        return MonitorRegistry.from_profiles(profiles, engine_config(settings), clock)
+    except MemoryError as exc:
+        slots = slot_count(settings.window_seconds, settings.slot_seconds)
+        raise ConfigError(
+            {
+                f"{env_key('window_seconds')}/{env_key('slot_seconds')}": (
+                    f"not enough memory for the drift windows of {len(profiles)} model "
+                    f"version(s) at {slots} slots each ({exc}); use fewer slots (a longer "
+                    "slot or a shorter window), fewer bins in the profiles, or more memory"
+                )
+            }
+        ) from exc
 
 
 def engine_config(settings: Settings) -> EngineConfig:

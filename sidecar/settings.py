@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from sidecar.engine import DEFAULT_LATENCY_BUCKETS
 from sidecar.errors import ConfigError
+from sidecar.window import MAX_SLOTS, slot_count
 
 ENV_PREFIX = "MODELWATCH_"
 SECRET_MASK = "***"  # noqa: S105 - the mask shown instead of the token, not a secret
@@ -57,6 +58,7 @@ class Settings:
     ingest_token: str | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     max_events: int = 10_000
+    body_timeout_seconds: float = 30.0
     alpha: float = 0.05
     correction: Correction = "benjamini-hochberg"
     min_window_values: int = 100
@@ -109,6 +111,7 @@ class Settings:
             "ingest_token": None if self.ingest_token is None else SECRET_MASK,
             "max_body_bytes": self.max_body_bytes,
             "max_events": self.max_events,
+            "body_timeout_seconds": self.body_timeout_seconds,
             "alpha": self.alpha,
             "correction": self.correction,
             "min_window_values": self.min_window_values,
@@ -282,6 +285,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "ingest_token": _token,
     "max_body_bytes": _at_least(1024),
     "max_events": _at_least(1),
+    "body_timeout_seconds": _positive_float,
     "alpha": _float,
     "correction": _choice(CORRECTIONS),
     "min_window_values": _at_least(1),
@@ -314,4 +318,12 @@ def _check_relations(
     if slot > window:
         problems[blame("slot_seconds")] = (
             f"must not exceed the window ({slot!r} > {window!r} seconds)"
+        )
+    elif (slots := slot_count(window, slot)) > MAX_SLOTS:
+        # Every slot holds a count per bin of every column, so this bounds start-up memory.
+        problems[blame("slot_seconds")] = (
+            f"{blame('window_seconds')} / {blame('slot_seconds')} = {window!r} / {slot!r} gives "
+            f"{slots} window slots; at most {MAX_SLOTS} are allowed (memory is slots × bins × 8 "
+            f"bytes per model version): use a slot of at least {window / MAX_SLOTS:g} seconds "
+            "or a shorter window"
         )

@@ -4,7 +4,8 @@ Time is cut into slots of ``slot_seconds``; the window is the newest
 ``ceil(window_seconds / slot_seconds)`` slots, the current (partly elapsed) one included. Each
 slot holds one count vector, and a running sum over the live slots is kept up to date: a write
 adds to it and an expiring slot is subtracted once. Memory is fixed at construction and never
-grows with traffic. Time is the arrival time read from an injected clock, never an event's own
+grows with traffic: it is ``slots × width × 8`` bytes, which is why the slot count is capped at
+``MAX_SLOTS``. Time is the arrival time read from an injected clock, never an event's own
 timestamp, so a client's clock cannot evict or pin data (see ``docs/statistics.md``).
 
 Not thread-safe on its own: the owner (the drift engine) holds a lock around every call.
@@ -20,6 +21,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 IntArray = NDArray[np.int64]
+
+MAX_SLOTS = 1000
+"""Most slots a window may have. Each slot holds one int64 per bin of every monitored column, so
+a model version with 2 000 bins and 1 000 slots already takes 16 MB; an unbounded count lets a
+typo in the slot length (0.001 for 60) ask for terabytes at start-up."""
+
+
+def slot_count(window_seconds: float, slot_seconds: float) -> int:
+    """Slots of a ``window_seconds`` window cut into ``slot_seconds`` (the last may be partial)."""
+    return math.ceil(window_seconds / slot_seconds)
 
 
 class SlidingWindow:
@@ -41,10 +52,16 @@ class SlidingWindow:
                 f"window_seconds: must be at least slot_seconds ({slot_seconds}), "
                 f"got {window_seconds}"
             )
+        slots = slot_count(window_seconds, slot_seconds)
+        if slots > MAX_SLOTS:
+            raise ValueError(
+                f"window_seconds / slot_seconds: {window_seconds} / {slot_seconds} gives {slots} "
+                f"slots; at most {MAX_SLOTS} are allowed"
+            )
         self.width = width
         self.window_seconds = float(window_seconds)
         self.slot_seconds = float(slot_seconds)
-        self.slots = math.ceil(self.window_seconds / self.slot_seconds)
+        self.slots = slots
         self._clock = clock
         self._counts = np.zeros((self.slots, width), dtype=np.int64)
         self._slot_events = np.zeros(self.slots, dtype=np.int64)

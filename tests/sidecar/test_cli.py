@@ -126,6 +126,26 @@ def test_build_refuses_bad_bin_counts(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "ks_bins" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["100000", "0"])
+def test_build_refuses_a_top_k_outside_1_to_1000(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """--top-k above the 1 000-category cap, or below 1, exits 2 naming --top-k."""
+    out = tmp_path / "p.json"
+    with pytest.raises(SystemExit) as caught:
+        main(_build_args(_training_csv(tmp_path), out, "--top-k", value))
+    assert caught.value.code == 2
+    assert "argument --top-k:" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_build_accepts_top_k_at_the_cap(tmp_path: Path) -> None:
+    """--top-k 1000, the cap itself, builds a loadable profile."""
+    out = tmp_path / "p.json"
+    assert main(_build_args(_training_csv(tmp_path), out, "--top-k", "1000")) == 0
+    assert load_profile(out).rows == 3_000
+
+
 def test_build_reports_an_unwritable_output(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

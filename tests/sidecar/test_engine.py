@@ -513,3 +513,12 @@ def test_invalid_config_names_every_bad_key() -> None:
         "min_window_values",
         "latency_buckets",
     }
+
+
+def test_config_refuses_more_window_slots_than_the_cap() -> None:
+    """EngineConfig refuses a window/slot pair giving more than 1 000 slots, naming the count."""
+    with pytest.raises(ConfigError) as info:
+        EngineConfig(window_seconds=100_000.0, slot_seconds=0.001)
+    assert set(info.value.problems) == {"slot_seconds"}
+    assert "100000000 slots" in info.value.problems["slot_seconds"]
+    assert EngineConfig(window_seconds=3600.0, slot_seconds=3.6).slot_seconds == 3.6

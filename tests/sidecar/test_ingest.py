@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
 import orjson
@@ -17,15 +18,17 @@ from structlog.testing import LogCapture
 
 from sidecar.counters import IngestCounters
 from sidecar.engine import EngineConfig
-from sidecar.events import IngestLimits, ParsedEvents
+from sidecar.events import IngestLimits, ParsedEvents, parse_events
 from sidecar.feedback import FeedbackStore
-from sidecar.ingest import create_ingest_app
+from sidecar.ingest import ProblemLog, create_ingest_app
 from sidecar.monitors import MonitorRegistry
 from sidecar.profile import CategoricalProfile, NumericProfile, Profile
 from tests.support.profiles import make_profile
 
 TOKEN = "s3cret-token"  # noqa: S105 - a test token
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WALL_START = 1_795_597_200.0
+"""2026-11-25T09:00:00Z in epoch seconds: the fake wall clock's start."""
 
 
 @pytest.fixture
@@ -78,11 +81,17 @@ class Harness:
         token: str | None = TOKEN,
         limits: IngestLimits | None = None,
         on_accepted: Callable[[ParsedEvents], None] | None = None,
+        config: EngineConfig | None = None,
+        body_timeout_seconds: float = 30.0,
     ) -> None:
         self.clock = FakeClock()
+        self.wall_clock = FakeClock()
+        self.wall_clock.now = WALL_START
         chosen = [classifier_profile(), regressor_profile()] if profiles is None else profiles
         self.monitors = MonitorRegistry.from_profiles(
-            chosen, EngineConfig(min_window_values=5, snapshot_ttl_seconds=0.0), self.clock
+            chosen,
+            config or EngineConfig(min_window_values=5, snapshot_ttl_seconds=0.0),
+            self.clock,
         )
         self.counters = IngestCounters()
         self.feedback = FeedbackStore(clock=self.clock)
@@ -100,6 +109,9 @@ class Harness:
             token=token,
             logger=logger,
             on_accepted=on_accepted,
+            clock=self.clock,
+            wall_clock=self.wall_clock,
+            body_timeout_seconds=body_timeout_seconds,
         )
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(self.app), base_url="http://ingest", headers=AUTH
@@ -207,15 +219,99 @@ async def test_accepted_events_reach_monitor_and_counters(harness: Harness) -> N
 
 
 @pytest.mark.anyio
-async def test_rejections_are_logged_once_per_request(harness: Harness) -> None:
-    """Event rejections produce one summarised log line per request, never one per event."""
+async def test_rejections_are_logged_once_per_kind_not_per_event(harness: Harness) -> None:
+    """Fifty events rejected for one field and reason produce one log line, never one per event."""
     events = [event(i, latency_seconds="slow") for i in range(50)] + [event(99)]
     await harness.client.post("/v1/events", json=events_body(events))
     [line] = harness.events_logged("events_rejected")
-    assert line["reasons"] == {"invalid_type": 50}
-    assert line["rejected"] == 50
+    assert (line["model"], line["version"]) == ("clf", "1")
+    assert (line["field"], line["reason"]) == ("events[].latency_seconds", "invalid_type")
+    assert (line["events"], line["received"], line["accepted"]) == (50, 51, 1)
     assert line["first_error"] == "events[0].latency_seconds: must be a number, got string"
     assert len(harness.log.entries) == 1
+
+
+@pytest.mark.anyio
+async def test_a_problem_repeated_every_batch_is_logged_once_then_summarised(
+    harness: Harness,
+) -> None:
+    """The same stray feature in every batch logs once, then one summary per 60 s of repeats."""
+    body = events_body([event(0, features={"x": 0.1, "c": "a", "extra": 1})])
+    for _ in range(5):
+        await harness.client.post("/v1/events", json=body)
+    [first] = harness.events_logged("event_warnings")
+    assert (first["field"], first["first_warning"]) == (
+        "events[].features.extra",
+        "events[0].features.extra: feature 'extra' is not in the profile of clf/1; "
+        "counted, not monitored",
+    )
+    assert harness.events_logged("event_problems_repeated") == []
+
+    harness.clock.now += 59.9
+    await harness.client.post("/v1/events", json=body)
+    assert harness.events_logged("event_problems_repeated") == []
+    harness.clock.now += 0.1
+    await harness.client.post("/v1/events", json=body)
+    await harness.client.post("/v1/events", json=body)
+    [summary] = harness.events_logged("event_problems_repeated")
+    assert summary["since_seconds"] == 60.0
+    assert summary["warnings"] == [
+        {"model": "clf/1", "field": "events[].features.extra", "events": 6}
+    ]
+    assert summary["rejected"] == []
+    assert len(harness.events_logged("event_warnings")) == 1
+
+    harness.clock.now += 60.0
+    await harness.client.post("/v1/events", json=body)
+    second = harness.events_logged("event_problems_repeated")[1]
+    assert second["warnings"] == [
+        {"model": "clf/1", "field": "events[].features.extra", "events": 2}
+    ]
+
+
+@pytest.mark.anyio
+async def test_each_new_problem_kind_gets_its_own_first_line(harness: Harness) -> None:
+    """A new field, a new reason or another model version is logged even after earlier kinds."""
+    await harness.client.post("/v1/events", json=events_body([event(0, latency_seconds="x")]))
+    await harness.client.post("/v1/events", json=events_body([event(0, latency_seconds=-1)]))
+    await harness.client.post("/v1/events", json=events_body([event(0, status="late")]))
+    await harness.client.post(
+        "/v1/events",
+        json=events_body([{**event(0, latency_seconds="x"), "prediction": 0.5}], "reg", "2"),
+    )
+    await harness.client.post("/v1/events", json=events_body([event(0, latency_seconds="x")]))
+    lines = harness.events_logged("events_rejected")
+    assert [(e["model"], e["field"], e["reason"]) for e in lines] == [
+        ("clf", "events[].latency_seconds", "invalid_type"),
+        ("clf", "events[].latency_seconds", "invalid_value"),
+        ("clf", "events[].status", "invalid_value"),
+        ("reg", "events[].latency_seconds", "invalid_type"),
+    ]
+
+
+def test_problem_kinds_remembered_are_capped() -> None:
+    """Past max_kinds, new problem kinds are not logged one by one but still summed."""
+    log = LogCapture()
+    logger = structlog.wrap_logger(
+        structlog.testing.CapturingLogger(),
+        processors=[log],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+    )
+    clock = FakeClock()
+    problems = ProblemLog(logger, clock, interval_seconds=60.0, max_kinds=2)
+    profile = classifier_profile()
+    for name in ("a1", "a2", "a3", "a4"):
+        body = events_body([event(0, features={"x": 0.1, "c": "a", name: 1})])
+        problems.record(parse_events(orjson.dumps(body), lambda m, v: profile, IngestLimits()))
+    assert [e["field"] for e in log.entries] == ["events[].features.a1", "events[].features.a2"]
+    clock.now += 60.0
+    body = events_body([event(0, features={"x": 0.1, "c": "a", "a1": 1})])
+    problems.record(parse_events(orjson.dumps(body), lambda m, v: profile, IngestLimits()))
+    assert log.entries[-1]["event"] == "event_problems_repeated"
+    assert log.entries[-1]["warnings"] == [
+        {"model": "clf/1", "field": f"events[].features.{name}", "events": 1}
+        for name in ("a1", "a3", "a4")
+    ]
 
 
 @pytest.mark.anyio
@@ -392,6 +488,50 @@ async def test_streamed_oversized_body_is_cut_off_while_reading() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_body_that_stops_arriving_is_408_timeout() -> None:
+    """A body declared as 10 bytes of which 2 arrive is answered 408 once the deadline passes."""
+    h = Harness(body_timeout_seconds=0.05)
+    never = anyio.Event()
+    sent: list[dict[str, Any]] = []
+    first = True
+
+    async def receive() -> dict[str, Any]:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": b"{}", "more_body": True}
+        await never.wait()  # the rest of the body never comes
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [
+        (b"host", b"ingest"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"10"),
+        (b"authorization", AUTH["Authorization"].encode()),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/events", "raw_path": b"/v1/events", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8081),
+    }  # fmt: skip
+    with anyio.fail_after(30):
+        await h.app(scope, receive, send)
+    start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    assert start["status"] == 408
+    assert (b"connection", b"close") in start["headers"]
+    error = orjson.loads(body)["error"]
+    assert (error["status"], error["reason"], error["field"]) == (408, "timeout", "body")
+    assert "2 bytes of 10 received" in error["message"]
+    assert h.counters.requests_rejected["timeout"] == 1
+    [line] = h.events_logged("request_rejected")
+    assert (line["status"], line["reason"]) == (408, "timeout")
+
+
+@pytest.mark.anyio
 async def test_hundred_thousand_event_batch_is_413(harness: Harness) -> None:
     """100 000 events are refused with 413: too_large as real events, too_many_events if tiny."""
     real = await harness.client.post(
@@ -476,6 +616,28 @@ async def test_drift_reports_statistics_after_events(harness: Harness) -> None:
     assert x["window_values"] == 200
     assert isinstance(x["psi"], float)
     assert 0.0 <= x["pvalue"] <= 1.0
+
+
+@pytest.mark.anyio
+async def test_drift_computed_at_is_wall_clock_epoch_seconds(harness: Harness) -> None:
+    """computed_at is the wall clock in epoch seconds, not the engine's monotonic reading."""
+    harness.wall_clock.now = WALL_START + 12.5
+    response = await harness.client.get("/v1/drift", params={"model": "clf"})
+    [snapshot] = response.json()["models"]
+    assert snapshot["computed_at"] == WALL_START + 12.5
+
+
+@pytest.mark.anyio
+async def test_a_cached_snapshot_keeps_the_epoch_time_it_was_computed_at() -> None:
+    """A snapshot served from the cache reports when it was computed, not when it was served."""
+    h = Harness(config=EngineConfig(snapshot_ttl_seconds=10.0))
+    async with h.client:
+        await h.client.get("/v1/drift", params={"model": "clf"})
+        h.clock.now += 4.0
+        h.wall_clock.now += 4.0
+        response = await h.client.get("/v1/drift", params={"model": "clf"})
+    [snapshot] = response.json()["models"]
+    assert snapshot["computed_at"] == WALL_START
 
 
 @pytest.mark.anyio
@@ -658,6 +820,6 @@ async def test_openapi_documents_error_codes_and_limits(harness: Harness) -> Non
     document = (await harness.client.get("/openapi.json")).json()
     for path in ("/v1/events", "/v1/feedback"):
         responses = document["paths"][path]["post"]["responses"]
-        assert set(responses) == {"202", "400", "401", "404", "405", "413", "415"}
+        assert set(responses) == {"202", "400", "401", "404", "405", "408", "413", "415"}
     events = document["components"]["schemas"]["EventsRequest"]["properties"]["events"]
     assert events["maxItems"] == IngestLimits().max_events

@@ -11,8 +11,10 @@ import numpy as np
 import orjson
 import pytest
 
+from sidecar.columns import PREDICTION_KEY
 from sidecar.errors import ProfileError
 from sidecar.profile import (
+    MAX_CATEGORIES,
     CategoricalProfile,
     NumericProfile,
     Profile,
@@ -128,6 +130,13 @@ def _unbalance_categories(doc: Doc) -> None:
     doc["features"][2]["other_share"] = 0.5
 
 
+def _too_many_categories(doc: Doc) -> None:
+    city = doc["features"][2]
+    city["categories"] = {f"c{i}": 1 / 1001 for i in range(1001)}
+    city["other_share"] = 0.0
+    city["distinct"] = 1001
+
+
 BAD_DOCUMENTS = [
     pytest.param(_delete(("model",)), "model", id="missing-model"),
     pytest.param(_delete(("features", 0, "psi")), "features[0].psi", id="missing-psi"),
@@ -158,6 +167,10 @@ BAD_DOCUMENTS = [
     pytest.param(_set(("prediction",), 3), "prediction", id="prediction-not-object"),
     pytest.param(_set(("features", 2, "distinct"), 1), "features[2].distinct", id="distinct-low"),
     pytest.param(_set(("quantiles", "method"), "t-digest"), "quantiles.method", id="method"),
+    pytest.param(
+        _set(("features", 1, "name"), "__prediction__"), "features[1].name", id="reserved-name"
+    ),
+    pytest.param(_too_many_categories, "features[2].categories", id="too-many-categories"),
 ]
 
 
@@ -212,3 +225,34 @@ def test_documented_example_is_a_valid_profile() -> None:
     profile = profile_from_json(orjson.loads(example))
     assert profile.feature_names == ("rooms", "city")
     assert profile.prediction is not None
+
+
+def test_the_prediction_key_is_refused_as_a_feature_name() -> None:
+    """A feature called __prediction__ would share the prediction's series; the loader says so."""
+    doc = _doc()
+    doc["features"][0]["name"] = PREDICTION_KEY
+    with pytest.raises(ProfileError) as caught:
+        profile_from_json(doc)
+    assert caught.value.field == "features[0].name"
+    assert "'__prediction__' is reserved for the prediction" in caught.value.reason
+
+
+def test_categories_are_capped_at_max_categories() -> None:
+    """A categorical profile may list MAX_CATEGORIES categories but not one more."""
+    doc = _doc()
+    city = doc["features"][2]
+    city["categories"] = {f"c{i}": 1 / MAX_CATEGORIES for i in range(MAX_CATEGORIES)}
+    city["other_share"] = 0.0
+    city["distinct"] = MAX_CATEGORIES
+    assert len(_categorical_of(profile_from_json(copy.deepcopy(doc))).categories) == MAX_CATEGORIES
+    city["categories"]["one-more"] = 0.0
+    with pytest.raises(ProfileError) as caught:
+        profile_from_json(doc)
+    assert caught.value.field == "features[2].categories"
+    assert f"at most {MAX_CATEGORIES}" in caught.value.reason
+
+
+def _categorical_of(profile: Profile) -> CategoricalProfile:
+    feat = profile.feature("city")
+    assert isinstance(feat, CategoricalProfile)
+    return feat

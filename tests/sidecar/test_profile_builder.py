@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from sidecar.errors import ProfileError
 from sidecar.profile import (
+    MAX_CATEGORIES,
     OTHER,
     CategoricalProfile,
     FeatureProfile,
@@ -421,6 +422,7 @@ def test_missing_file_is_refused(tmp_path: Path) -> None:
         ({"ks_bins": 50, "psi_bins": 10}, "ks_bins"),
         ({"ks_bins": 205}, "ks_bins"),
         ({"top_k": 0}, "top_k"),
+        ({"top_k": 1001}, "top_k"),
         ({"sketch_size": 1001}, "sketch_size"),
     ],
 )
@@ -460,3 +462,32 @@ def test_builder_memory_stays_far_below_the_data_size(tmp_path: Path) -> None:
     assert profile.quantiles.name == "compactor-sketch"
     assert peak < values_bytes / 8
     assert peak < path.stat().st_size / 16
+
+
+def test_a_feature_column_named_like_the_prediction_key_is_refused(tmp_path: Path) -> None:
+    """A file column called __prediction__ would collide with the prediction's series."""
+    table = _table(20).append_column("__prediction__", pa.array(np.arange(20.0)))
+    path = _write(table, tmp_path / "t.csv")
+    with pytest.raises(ProfileBuildError) as caught:
+        build_profile(path, model="m", version="1")
+    assert caught.value.column == "__prediction__"
+    assert "reserved for the prediction" in str(caught.value)
+    profile = build_profile(path, model="m", version="1", drop=["__prediction__"])
+    assert "__prediction__" not in profile.feature_names
+
+
+def test_in_memory_feature_named_like_the_prediction_key_is_refused() -> None:
+    """profile_from_arrays refuses a numeric or a categorical feature called __prediction__."""
+    with pytest.raises(ProfileBuildError) as numeric:
+        profile_from_arrays("m", "1", {"__prediction__": np.arange(5.0)}, {})
+    with pytest.raises(ProfileBuildError) as categorical:
+        profile_from_arrays("m", "1", {"x": np.arange(5.0)}, {"__prediction__": ["a"] * 5})
+    assert numeric.value.column == categorical.value.column == "__prediction__"
+
+
+def test_in_memory_top_k_above_the_cap_is_refused() -> None:
+    """profile_from_arrays refuses top_k above MAX_CATEGORIES before looking at the data."""
+    with pytest.raises(ProfileBuildError) as caught:
+        profile_from_arrays("m", "1", {}, {"c": ["a", "b"]}, top_k=MAX_CATEGORIES + 1)
+    assert caught.value.field == "top_k"
+    assert str(MAX_CATEGORIES) in caught.value.reason

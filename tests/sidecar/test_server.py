@@ -285,6 +285,70 @@ def test_two_profiles_for_one_model_version_are_refused(
     assert str(first) in errors[0]["message"]
 
 
+def test_too_many_window_slots_exit_2_before_allocating(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], profile_path: Path
+) -> None:
+    """A slot so short that the window needs 10^8 slots ends run_serve with 2 naming both keys."""
+    monkeypatch.setenv("MODELWATCH_SLOT_SECONDS", "0.001")
+    monkeypatch.setenv("MODELWATCH_WINDOW_SECONDS", "100000")
+    assert run_serve(_args("--profile", str(profile_path))) == 2
+    (line,) = _json_lines(capsys.readouterr().err)
+    assert "MODELWATCH_SLOT_SECONDS" in line["problems"]
+    assert "MODELWATCH_WINDOW_SECONDS" in line["message"]
+    assert "100000000 window slots" in line["message"]
+
+
+def test_running_out_of_memory_for_the_monitors_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], profile_path: Path
+) -> None:
+    """A MemoryError while building the monitors ends run_serve with 2 and one clear line."""
+    for key in [k for k in os.environ if k.startswith("MODELWATCH_")]:
+        monkeypatch.delenv(key)
+
+    def no_memory(*_: object) -> object:
+        raise MemoryError("Unable to allocate 3.14 TiB for an array")
+
+    monkeypatch.setattr("sidecar.server.MonitorRegistry.from_profiles", no_memory)
+    args = _args(
+        "--profile", str(profile_path), "--ingest-addr", "127.0.0.1:0",
+        "--metrics-addr", "127.0.0.1:0",
+    )  # fmt: skip
+    assert run_serve(args) == 2
+    errors = [line for line in _json_lines(capsys.readouterr().err) if line["log.level"] == "error"]
+    assert len(errors) == 1
+    message = errors[0]["message"]
+    assert "not enough memory for the drift windows" in message
+    assert "MODELWATCH_WINDOW_SECONDS" in message
+    assert "MODELWATCH_SLOT_SECONDS" in message
+    assert "3.14 TiB" in message
+
+
+def test_a_stalled_body_is_answered_408_on_a_real_socket(profile_path: Path) -> None:
+    """A client that declares 10 body bytes and sends 2 gets 408 timeout and a closed connection."""
+    settings = _settings(profile_path, MODELWATCH_BODY_TIMEOUT_SECONDS="0.2")
+    answer = bytearray()
+
+    async def body(sidecar: Sidecar, _: httpx.AsyncClient) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ingest_port)
+        writer.write(
+            b"POST /v1/events HTTP/1.1\r\nHost: ingest\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{}"
+        )
+        await writer.drain()
+        # read() returns at EOF: the server must answer and close without the missing 8 bytes.
+        answer.extend(await asyncio.wait_for(reader.read(), STARTUP_DEADLINE_S))
+        writer.close()
+        assert sidecar.counters.requests_rejected["timeout"] == 1
+
+    _run_with_sidecar(settings, body)
+    head, _, payload = bytes(answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"connection: close" in head.lower()
+    error = json.loads(payload)["error"]
+    assert (error["status"], error["reason"], error["field"]) == (408, "timeout", "body")
+    assert "2 bytes of 10 received" in error["message"]
+
+
 # --------------------------------------------------------------------------- the real process
 
 
@@ -366,6 +430,19 @@ def test_serve_process_end_to_end(profile_path: Path) -> None:
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.proc.wait(timeout=STARTUP_DEADLINE_S) == 0
         proc.wait_for("stopped")
+
+
+def test_serve_process_with_too_many_slots_exits_2(profile_path: Path) -> None:
+    """The real process refuses a 10^8-slot window with exit 2 instead of a numpy traceback."""
+    overrides = {"profiles": [str(profile_path)], "slot_seconds": "0.001"}
+    with pytest.raises(ConfigError) as expected:
+        Settings.from_sources({}, {**overrides, "window_seconds": "100000"})
+    argv = ("--profile", str(profile_path), "--slot-seconds", "0.001")
+    with _Process(*argv, "--window-seconds", "100000", "--ingest-addr", "127.0.0.1:0") as proc:
+        assert proc.proc.wait(timeout=STARTUP_DEADLINE_S) == 2
+        line = proc.wait_for(str(expected.value))
+        assert "--window-seconds / --slot-seconds" in line["message"]
+        assert "100000000 window slots" in line["message"]
 
 
 def test_serve_process_with_bad_profile_exits_2(tmp_path: Path) -> None:

@@ -192,3 +192,43 @@ def test_redacted_masks_the_token() -> None:
 def test_redacted_shows_an_unset_token_as_none() -> None:
     """With no token configured, the redacted view says so instead of showing a mask."""
     assert Settings.from_sources(BASE).redacted()["ingest_token"] is None
+
+
+def test_too_many_window_slots_name_both_settings_and_the_count() -> None:
+    """A window cut into more than 1 000 slots is refused naming both keys and the slot count."""
+    problems = _problems(
+        {**BASE, "MODELWATCH_SLOT_SECONDS": "0.001", "MODELWATCH_WINDOW_SECONDS": "100000"}
+    )
+    assert set(problems) == {"MODELWATCH_SLOT_SECONDS"}
+    message = problems["MODELWATCH_SLOT_SECONDS"]
+    assert "MODELWATCH_WINDOW_SECONDS" in message
+    assert "100000000 window slots" in message
+    assert "at most 1000" in message
+
+
+def test_the_slot_cap_blames_the_flags_that_set_it() -> None:
+    """When flags set the window and slot, the slot-count problem names the flags."""
+    problems = _problems(BASE, {"window_seconds": "3600", "slot_seconds": "1"})
+    assert set(problems) == {"--slot-seconds"}
+    assert "--window-seconds" in problems["--slot-seconds"]
+    assert "3600 window slots" in problems["--slot-seconds"]
+
+
+def test_exactly_the_slot_cap_is_accepted() -> None:
+    """A window of exactly 1 000 slots is still accepted (the cap is inclusive)."""
+    s = Settings.from_sources({**BASE, "MODELWATCH_SLOT_SECONDS": "3.6"})
+    assert (s.window_seconds, s.slot_seconds) == (3600.0, 3.6)
+
+
+def test_body_timeout_defaults_to_30_seconds_and_must_be_positive() -> None:
+    """MODELWATCH_BODY_TIMEOUT_SECONDS is 30 by default, parsed as seconds, and must be > 0."""
+    assert Settings.from_sources(BASE).body_timeout_seconds == 30.0
+    assert (
+        Settings.from_sources(
+            {**BASE, "MODELWATCH_BODY_TIMEOUT_SECONDS": "2.5"}
+        ).body_timeout_seconds
+        == 2.5
+    )
+    assert set(_problems({**BASE, "MODELWATCH_BODY_TIMEOUT_SECONDS": "0"})) == {
+        "MODELWATCH_BODY_TIMEOUT_SECONDS"
+    }

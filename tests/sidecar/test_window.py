@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.window import SlidingWindow
+from sidecar.window import MAX_SLOTS, SlidingWindow
 
 
 class FakeClock:
@@ -131,3 +131,10 @@ def test_invalid_settings_name_the_field(window: float, slot: float, field: str)
 def test_slot_count_rounds_up() -> None:
     """A window that is not a whole number of slots keeps one more (partly covered) slot."""
     assert SlidingWindow(1, 150.0, 60.0, FakeClock()).slots == 3
+
+
+def test_more_slots_than_the_cap_are_refused_before_allocating() -> None:
+    """A window of more than MAX_SLOTS slots raises instead of allocating slots x width counts."""
+    with pytest.raises(ValueError, match="100000000 slots"):
+        SlidingWindow(10**6, window_seconds=100_000.0, slot_seconds=0.001)
+    assert SlidingWindow(WIDTH, window_seconds=MAX_SLOTS, slot_seconds=1.0).slots == MAX_SLOTS
