@@ -8,7 +8,7 @@ setup:
 	scripts/setup.sh sidecar,serving,demo,dev
 
 demo: setup
-	$(PY) scripts/replay_demo.py
+	$(PY) -m serving.demo
 
 test: setup lint typecheck
 	$(PY) -m pytest -q
