@@ -11,10 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Never, TextIO
+from typing import TYPE_CHECKING, Never, TextIO
 
 from tqdm import tqdm
 
+from sidecar._build_defaults import DEFAULT_KS_BINS, DEFAULT_PSI_BINS, DEFAULT_TOP_K
 from sidecar.errors import ModelwatchError
 from sidecar.profile import (
     MAX_CATEGORIES,
@@ -25,14 +26,10 @@ from sidecar.profile import (
     dump_profile,
     load_profile,
 )
-from sidecar.profile_builder import (
-    DEFAULT_KS_BINS,
-    DEFAULT_PSI_BINS,
-    DEFAULT_TOP_K,
-    BuildProgress,
-    build_profile,
-)
 from sidecar.sketch import DEFAULT_SIZE
+
+if TYPE_CHECKING:
+    from sidecar.profile_builder import BuildProgress
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -130,6 +127,9 @@ def _top_k(text: str) -> int:
 
 
 def _build(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    # Imported here so that `serve` never loads pyarrow (see sidecar/_build_defaults.py).
+    from sidecar.profile_builder import build_profile
+
     quiet = args.quiet or not stderr.isatty()
     with tqdm(file=stderr, disable=quiet, unit="B", unit_scale=True, leave=False) as bar:
         progress = _ProgressBar(bar)

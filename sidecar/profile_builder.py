@@ -29,6 +29,7 @@ from sidecar._accumulators import (
     check_feature_names,
     missing_category,
 )
+from sidecar._build_defaults import DEFAULT_KS_BINS, DEFAULT_PSI_BINS, DEFAULT_TOP_K
 from sidecar._build_errors import ProfileBuildError, column_error
 from sidecar._tabular import (
     BuildProgress,
@@ -68,9 +69,6 @@ __all__ = [
 
 FloatArray = NDArray[np.float64]
 
-DEFAULT_PSI_BINS = 10
-DEFAULT_KS_BINS = 200
-DEFAULT_TOP_K = 50
 DEFAULT_BLOCK_SIZE = 1 << 20
 """Bytes of CSV parsed per block (type inference looks at the first block)."""
 DEFAULT_BATCH_SIZE = 65_536

@@ -209,3 +209,16 @@ def test_progress_bar_is_drawn_on_a_terminal_unless_quiet(
     drawn_text = terminal.getvalue()
     assert ("pass 2/2" in drawn_text) is drawn
     assert ("pass 1/2" in drawn_text) is drawn
+
+
+def test_serving_never_imports_pyarrow() -> None:
+    """The CLI and the serve path load without pyarrow, which only profile builds need."""
+    code = (
+        "import sys, sidecar.cli, sidecar.server\n"
+        "sidecar.cli._parser(serve_requested=True)\n"
+        "assert 'pyarrow' not in sys.modules, sorted(m for m in sys.modules if 'arrow' in m)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
