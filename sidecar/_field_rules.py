@@ -80,6 +80,15 @@ def _timestamp(value: object) -> str:
     )
 
 
+def timestamp_valid(value: object) -> bool:
+    """Whether ``value`` is a timestamp this module accepts (for the fast path's odd cases)."""
+    try:
+        _timestamp(value)
+    except FieldError:
+        return False
+    return True
+
+
 def _utc_text(moment: datetime, original: object) -> str:
     try:
         utc = moment.astimezone(UTC)

@@ -101,7 +101,7 @@ class ParsedEvents:
     received: int
     rejections: list[Rejection]
     warnings: list[EventWarning]
-    accepted_events: list[dict[str, Any]]
+    accepted_events: Sequence[dict[str, Any]]
     warnings_dropped: int = 0
 
     @property

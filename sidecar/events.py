@@ -1,8 +1,11 @@
 """Parse and validate ``POST /v1/events`` and ``POST /v1/feedback`` bodies into columns.
 
-This is the ingest hot path: the per-event Python work is one validation pass over the decoded
-events, and every numpy column is built once from a list. Nothing here does I/O or keeps state
-between requests. A body that cannot be used at all raises ``RequestRejected`` (a 4xx for the
+This is the ingest hot path. A body whose events are all valid takes the fast path
+(``_fast_path``: typed decoding in C, vectorised checks); any other body takes the careful path,
+whose per-event Python work is one validation pass over the decoded events, and whose numpy
+columns are each built once from a list. The careful path defines the answers; the fast path
+only answers when it gives the same. Nothing here does I/O or keeps state between requests.
+A body that cannot be used at all raises ``RequestRejected`` (a 4xx for the
 whole request); an invalid event becomes a ``Rejection`` and the other events are kept. The
 wire format is documented field by field in ``docs/wire-format.md``; keep the two in step.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from sidecar._columns_builder import Warnings, build_columns
+from sidecar._fast_path import parse_valid_events
 from sidecar._field_rules import EventChecker, FieldError, label
 from sidecar._ingest_types import (
     Catalogue,
@@ -58,8 +62,19 @@ def parse_events(
     Raises ``RequestRejected`` when the body as a whole cannot be used (not JSON, wrong shape,
     unknown model or version, too many events). Otherwise every valid event is kept, every
     invalid one becomes a ``Rejection``, and feature values of the wrong type are counted in
-    ``type_errors`` (and warned about) while the event itself is kept.
+    ``type_errors`` (and warned about) while the event itself is kept. A body whose events are
+    all valid and plain is answered by ``sidecar._fast_path`` with the very same result.
     """
+    fast = parse_valid_events(body, lookup, limits)
+    if fast is not None:
+        return fast
+    return _parse_carefully(body, lookup, limits, catalogue)
+
+
+def _parse_carefully(
+    body: bytes, lookup: ProfileLookup, limits: IngestLimits, catalogue: Catalogue | None
+) -> ParsedEvents:
+    """The parse that defines the contract: one event at a time, every problem worded."""
     obj = decode(body, limits)
     model, version, profile, raw_events = envelope(obj, "events", lookup, catalogue)
     check_count(raw_events, "events", limits)
