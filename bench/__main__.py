@@ -23,6 +23,7 @@ BENCHMARKS = {
     "drift": "bench.drift",
     "memory": "bench.memory",
     "serving": "bench.serving",
+    "logger": "bench.logger",
 }
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -1,0 +1,407 @@
+"""The prediction logger: how a model server sends every prediction to the modelwatch sidecar.
+
+    logger = PredictionLogger(model="breast-cancer", version="3")
+    logger.start()
+    logger.log(features=row, prediction=label, latency_seconds=elapsed)
+
+``log()`` never blocks and never raises into the prediction path: it encodes the event, appends
+it to a bounded buffer under a lock and returns. One daemon thread sends batches (by count and
+by time) to ``POST /v1/events``, retries with jittered backoff while the sidecar is slow, down
+or restarting, and, when the buffer is full, drops the oldest events and counts each one. Every
+logged event ends as exactly one of sent, dropped, rejected or sampled out. Standard library
+only at import (``orjson`` when importable, ``prometheus_client`` only when a registry is
+passed). The guide is ``docs/client.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+from sidecar._client_arguments import check_arguments
+from sidecar._client_delivery import Problem, deliver
+from sidecar._client_encoding import EncodeError, encode_event, envelope
+from sidecar._client_throttle import Log, Throttle
+from sidecar._client_transport import HttpTransport, TransportResponse
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+__all__ = [
+    "DEFAULT_URL",
+    "Log",
+    "LoggerStats",
+    "PredictionLogger",
+    "Transport",
+    "TransportResponse",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8081"
+BACKOFF_BASE_SECONDS = 0.1
+"""First retry waits up to this long; each further failure doubles the cap, up to max_backoff."""
+LOG_EVERY_SECONDS = 60.0
+"""A problem is logged when first seen, then at most once per this period, with a count."""
+_JOIN_GRACE_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class LoggerStats:
+    """Counts since construction.
+
+    ``logged == sent + dropped + rejected + sampled_out + buffered + in_flight`` holds in every
+    snapshot; after ``close()``, ``buffered`` and ``in_flight`` are 0.
+    """
+
+    logged: int
+    sampled_out: int
+    sent: int
+    dropped: int
+    rejected: int
+    buffered: int
+    in_flight: int
+
+
+class Transport(Protocol):
+    """Sends one ``POST /v1/events`` body; raises (anything) when there is no HTTP answer."""
+
+    def send(self, body: bytes, timeout: float) -> TransportResponse:
+        """POST ``body`` and return the answer; ``timeout`` bounds the wait in seconds."""
+        ...
+
+
+class PredictionLogger:
+    """Buffers prediction events and ships them to the sidecar from one background thread."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        version: str,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        max_buffer: int = 10_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.5,
+        sample_rate: float = 1.0,
+        timeout: float = 2.0,
+        max_backoff: float = 10.0,
+        registry: CollectorRegistry | None = None,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        logger: Log | None = None,
+    ) -> None:
+        check_arguments(
+            model=model,
+            version=version,
+            url=url,
+            token=token,
+            max_buffer=max_buffer,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            sample_rate=sample_rate,
+            timeout=timeout,
+            max_backoff=max_backoff,
+        )
+        self._transport: Transport = HttpTransport(url, token) if transport is None else transport
+        self._head, self._tail = envelope(model, version)
+        self._max_buffer = max_buffer
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._sample_rate = sample_rate
+        self._sample_below = int(sample_rate * 2.0**64)
+        self._timeout = timeout
+        self._max_backoff = max_backoff
+        self._clock = clock
+        self._rng = random.Random() if rng is None else rng
+        log: Log = logging.getLogger(__name__) if logger is None else logger
+        self._notes = Throttle(
+            log, clock, f"prediction logger ({model} {version}): ", LOG_EVERY_SECONDS
+        )
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._buffer: deque[bytes] = deque()
+        self._logged = self._sampled_out = self._sent = self._dropped = self._rejected = 0
+        self._in_flight = self._overflowed = self._overflow_reported = 0
+        self._local: dict[str, Problem] = {}  # problems seen by log(), reported by the flusher
+        self._closing = self._abandoned = False
+        self._deadline = math.inf
+        self._thread: threading.Thread | None = None
+        if registry is not None:
+            from sidecar import _client_metrics
+
+            _client_metrics.register(registry, self.stats, max_buffer)
+
+    # ------------------------------------------------------------------ the prediction path
+
+    def log(
+        self,
+        *,
+        features: Mapping[str, object],
+        prediction: object,
+        latency_seconds: float,
+        status: str = "ok",
+        event_id: str | None = None,
+        timestamp: float | None = None,
+        scores: Mapping[str, float] | None = None,
+        trace_id: str | None = None,
+        attributes: Mapping[str, object] | None = None,
+    ) -> str | None:
+        """Queue one prediction; its id (a new uuid4 hex unless given), or None if sampled out.
+
+        Never blocks and never raises: a value JSON cannot carry is counted as rejected, any
+        other failure as dropped, and both are logged (by the flusher, once with context).
+        """
+        eid = event_id
+        try:
+            if self._sample_rate < 1.0 and not self._keep(event_id):
+                with self._lock:
+                    self._logged += 1
+                    self._sampled_out += 1
+                return None
+            if eid is None:
+                eid = uuid.uuid4().hex
+            event: dict[str, object] = {
+                "id": eid,
+                "timestamp": time.time() if timestamp is None else timestamp,
+                "latency_seconds": latency_seconds,
+                "status": status,
+                "features": features,
+                "prediction": prediction,
+            }
+            if scores is not None:
+                event["scores"] = scores
+            if trace_id is not None:
+                event["trace_id"] = trace_id
+            if attributes is not None:
+                event["attributes"] = attributes
+            try:
+                data = encode_event(event)
+            except EncodeError as exc:
+                self._settle_locally("rejected", f"event {eid!r} is not valid JSON: {exc}")
+                return eid
+            self._admit(data)
+        except Exception as exc:
+            self._settle_locally("dropped", f"internal error in log(): {type(exc).__name__}: {exc}")
+        return eid
+
+    def _keep(self, event_id: str | None) -> bool:
+        if event_id is None:
+            return self._rng.random() < self._sample_rate
+        digest = hashlib.blake2b(str(event_id).encode("utf-8", "surrogatepass"), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") < self._sample_below
+
+    def _admit(self, data: bytes) -> None:
+        with self._lock:
+            if not self._closing:
+                buffer = self._buffer
+                if len(buffer) >= self._max_buffer:
+                    buffer.popleft()
+                    self._dropped += 1
+                    self._overflowed += 1
+                buffer.append(data)
+                self._logged += 1
+                if len(buffer) == self._batch_size:
+                    self._wake.notify()
+                return
+            self._logged += 1
+            self._dropped += 1
+        # No flusher is left to report this, and shutdown is not the hot path.
+        self._notes.warn("closed", "log() after close(): the event is counted as dropped")
+
+    def _settle_locally(self, outcome: str, message: str) -> None:
+        with self._lock:
+            self._logged += 1
+            if outcome == "rejected":
+                self._rejected += 1
+            else:
+                self._dropped += 1
+            self._local[outcome] = Problem(f"local_{outcome}", f"{message}; counted as {outcome}")
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Start the background flusher (a daemon thread); calling it again does nothing."""
+        with self._lock:
+            if self._thread is not None or self._closing:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="modelwatch-prediction-logger", daemon=True
+            )
+            self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop accepting, send what the sidecar takes within ``timeout`` s, count the rest dropped.
+
+        Calling it again returns at once. Events still in flight when the deadline passes are
+        counted as dropped even though the sidecar may yet receive them.
+        """
+        seconds = timeout if timeout >= 0 else 0.0  # NaN and negatives mean "no waiting"
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self._deadline = self._clock() + seconds
+            thread = self._thread
+            self._wake.notify_all()
+        self._stop.set()
+        if thread is None:
+            self._drain(0)
+            self._close_transport()
+        else:
+            remaining = self._deadline - self._clock()
+            thread.join(None if math.isinf(remaining) else max(remaining, 0) + _JOIN_GRACE_SECONDS)
+        with self._lock:
+            left = len(self._buffer) + self._in_flight
+            self._dropped += left
+            self._buffer.clear()
+            self._in_flight = 0
+            self._abandoned = True
+        self._report()
+        if left:
+            self._notes.warn(
+                "shutdown", f"closed with {left} events undelivered after {seconds:g} s; dropped"
+            )
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """``close()`` in a worker thread, so an event loop keeps serving meanwhile."""
+        await asyncio.to_thread(self.close, timeout)
+
+    def stats(self) -> LoggerStats:
+        """A consistent snapshot of the counts."""
+        with self._lock:
+            return LoggerStats(
+                logged=self._logged,
+                sampled_out=self._sampled_out,
+                sent=self._sent,
+                dropped=self._dropped,
+                rejected=self._rejected,
+                buffered=len(self._buffer),
+                in_flight=self._in_flight,
+            )
+
+    def __enter__(self) -> PredictionLogger:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the flusher thread
+
+    def _run(self) -> None:
+        failures = 0
+        last_take = self._clock()
+        while True:
+            try:
+                batch = self._next_batch(last_take)
+                if batch is None:
+                    break
+                last_take = self._clock()
+                failures = self._attempt(batch, self._timeout, failures)
+                self._report()
+                if failures:
+                    self._stop.wait(self._backoff(failures))
+            except Exception as exc:  # a bug here must not end delivery for the process
+                self._notes.warn("internal", f"flusher error: {type(exc).__name__}: {exc}")
+                self._stop.wait(self._max_backoff)
+        self._drain(failures)
+        self._close_transport()
+
+    def _next_batch(self, last_take: float) -> list[bytes] | None:
+        """The next batch once ``batch_size`` events wait or ``flush_interval`` has passed."""
+        with self._wake:
+            while not self._closing:
+                waiting = len(self._buffer)
+                if waiting >= self._batch_size:
+                    return self._take()
+                due = last_take + self._flush_interval - self._clock()
+                if waiting and due <= 0:
+                    return self._take()
+                self._wake.wait(due if due > 0 else self._flush_interval)
+            return None
+
+    def _take(self) -> list[bytes]:
+        buffer = self._buffer
+        batch = [buffer.popleft() for _ in range(min(self._batch_size, len(buffer)))]
+        self._in_flight += len(batch)
+        return batch
+
+    def _attempt(self, batch: list[bytes], timeout: float, failures: int) -> int:
+        """Send ``batch`` and count what became of it; the new count of consecutive failures."""
+        result = deliver(self._transport.send, self._head, self._tail, batch, timeout)
+        with self._lock:
+            if self._abandoned:  # close() gave up waiting and counted these as dropped
+                return failures
+            self._in_flight -= len(batch)
+            self._sent += result.sent
+            self._rejected += result.rejected
+            if result.retry:
+                # Back at the front, in order, so the oldest events are the first dropped.
+                self._buffer.extendleft(reversed(result.retry))
+                while len(self._buffer) > self._max_buffer:
+                    self._buffer.popleft()
+                    self._dropped += 1
+                    self._overflowed += 1
+        for problem in result.problems:
+            self._notes.warn(problem.kind, problem.message)
+        if result.retry:
+            return failures + 1
+        if failures:
+            self._notes.info(f"the sidecar answers again after {failures} failed attempts")
+        return 0
+
+    def _drain(self, failures: int) -> None:
+        """Send what is buffered until the close deadline; never wait past it."""
+        while True:
+            with self._lock:
+                remaining = self._deadline - self._clock()
+                if self._abandoned or not self._buffer or remaining <= 0:
+                    return
+                batch = self._take()
+            failures = self._attempt(batch, min(self._timeout, remaining), failures)
+            if failures:
+                pause = min(self._backoff(failures), self._deadline - self._clock())
+                if pause > 0:
+                    time.sleep(pause)
+
+    def _backoff(self, failures: int) -> float:
+        """Full jitter: uniform in [0, min(max_backoff, base * 2**(failures - 1)))."""
+        cap = min(self._max_backoff, BACKOFF_BASE_SECONDS * 2.0 ** min(failures - 1, 40))
+        return cap * self._rng.random()
+
+    def _report(self) -> None:
+        """Log what log() and the buffer saw since the last report, off the prediction path."""
+        with self._lock:
+            overflowed = self._overflowed - self._overflow_reported
+            self._overflow_reported = self._overflowed
+            local, self._local = self._local, {}
+        if overflowed:
+            self._notes.warn(
+                "overflow",
+                f"buffer full ({self._max_buffer} events): dropped the {overflowed} oldest "
+                "events; the sidecar is slow or unreachable",
+            )
+        for problem in local.values():
+            self._notes.warn(problem.kind, problem.message)
+
+    def _close_transport(self) -> None:
+        close = getattr(self._transport, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:
+                self._notes.warn("internal", f"closing the transport: {exc!r}")
