@@ -1,6 +1,6 @@
 """The streaming drift engine: one ``ModelMonitor`` per model version.
 
-``observe`` takes a batch of events as columns and bins every column once, vectorised, into one
+``observe`` takes a batch of events as columns and counts every column once, vectorised, into one
 concatenated count vector (see ``sidecar._layout``) that goes into a sliding time window and a
 cumulative total; latency, statuses and data-quality counts are accumulated beside it.
 ``drift`` turns the window into PSI, KS and chi-square statistics with a multiple-testing
@@ -167,19 +167,28 @@ class ModelMonitor:
             self._add_by_column(self._type_errors, batch.type_errors)
 
     def _bin(self, batch: EventColumns) -> IntArray:
-        positions: list[IndexArray] = []
+        counts = self._count_categorical(batch)
         for numeric in self._numeric:
             values = batch.numeric.get(numeric.name)
             if values is not None:
-                numeric.positions(values, positions)
+                numeric.fill(values, counts)
+        if isinstance(self._prediction, NumericBinner) and batch.prediction is not None:
+            self._prediction.fill(np.asarray(batch.prediction, dtype=np.float64), counts)
+        return counts
+
+    def _count_categorical(self, batch: EventColumns) -> IntArray:
+        """The count vector with the categorical columns counted and every other position 0.
+
+        Numeric columns then write their own positions (``NumericBinner.fill``), which no
+        categorical key ever reaches.
+        """
+        positions: list[IndexArray] = []
         for categorical in self._categorical:
             keys = batch.categorical.get(categorical.name)
             if keys is not None:
                 categorical.positions(keys, positions)
         prediction = batch.prediction
-        if isinstance(self._prediction, NumericBinner) and prediction is not None:
-            self._prediction.positions(np.asarray(prediction, dtype=np.float64), positions)
-        elif isinstance(self._prediction, CategoricalBinner) and prediction is not None:
+        if isinstance(self._prediction, CategoricalBinner) and prediction is not None:
             if isinstance(prediction, np.ndarray):
                 raise ValueError("prediction: the profile's prediction is categorical, got numbers")
             self._prediction.positions(prediction, positions)
