@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench generate clean
 
 setup:
 	scripts/setup.sh sidecar,serving,demo,dev
@@ -16,6 +16,11 @@ test: setup lint typecheck
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) dashboards/kibana/generate.py --check
+
+# Regenerate the committed artefacts (CI checks them with --check in `lint`).
+generate: setup
+	$(PY) dashboards/kibana/generate.py
 
 typecheck: setup
 	$(VENV)/bin/mypy
