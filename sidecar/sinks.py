@@ -9,7 +9,8 @@ retries by itself and never drops a document silently: what it cannot deliver co
 
 from __future__ import annotations
 
-from sidecar._es_sink import ElasticsearchSink
+from typing import TYPE_CHECKING
+
 from sidecar._file_sink import NdjsonFileSink
 from sidecar._sink_types import (
     DELIVERED,
@@ -21,6 +22,9 @@ from sidecar._sink_types import (
     retry_all,
 )
 from sidecar.documents import Document
+
+if TYPE_CHECKING:
+    from sidecar._es_sink import ElasticsearchSink
 
 __all__ = [
     "DELIVERED",
@@ -34,3 +38,13 @@ __all__ = [
     "dead_all",
     "retry_all",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ElasticsearchSink is loaded on first use: the client package costs about 36 MiB of
+    # resident memory, which a sidecar writing to local files never needs.
+    if name == "ElasticsearchSink":
+        from sidecar._es_sink import ElasticsearchSink
+
+        return ElasticsearchSink
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

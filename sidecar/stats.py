@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special, stats
+from scipy import special
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -143,6 +143,10 @@ def ks_pvalue(
     usable = np.isfinite(d_arr) & (k >= 1)
     exact = usable & (k <= exact_max_n)
     if np.any(exact):
+        # Imported on first use: scipy.stats costs about 45 MiB of resident memory, and a busy
+        # sidecar's windows are past exact_max_n, where scipy.special alone is enough.
+        from scipy import stats
+
         result[exact] = stats.kstwo.sf(d_arr[exact], k[exact])
     limit = usable & ~exact
     if np.any(limit):
