@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.metrics import UNMATCHED_ROUTE, ServingMetrics
+from sidecar._client_ids import new_event_id
 
 _TRACEPARENT = re.compile(rb"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -56,7 +56,7 @@ def ids_from_headers(headers: list[tuple[bytes, bytes]]) -> RequestContext:
             match = _TRACEPARENT.match(value)
             if match and match.group(1) != _ZERO_TRACE:
                 trace_id = match.group(1)
-    rid = request_id.decode() if request_id else uuid.uuid4().hex
+    rid = request_id.decode() if request_id else new_event_id()
     return RequestContext(rid, trace_id.decode() if trace_id else rid)
 
 

@@ -1,14 +1,15 @@
 """The seam between the model server and the prediction logger (``sidecar.client``).
 
-``PredictionLog`` is the part of ``sidecar.client.PredictionLogger`` the server uses: ``log``
-never blocks and never raises, so the predict route calls it inline. ``NullPredictionLog`` is
+``PredictionLog`` is the part of ``sidecar.client.PredictionLogger`` the server uses:
+``log_many`` (all instances of one request in one call) never blocks and never raises, so the
+predict route calls it inline. ``NullPredictionLog`` is
 what runs with ``MODELWATCH_LOGGING_ENABLED=false`` (the logging-overhead benchmark's "off"
 side): it does nothing, so "off" measures the server without logging at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -38,6 +39,21 @@ class PredictionLog(Protocol):
         """Queue one event; never blocks or raises. Returns its id, or None when not kept."""
         ...
 
+    def log_many(
+        self,
+        *,
+        features: Sequence[Mapping[str, Any]],
+        predictions: Sequence[Any],
+        latency_seconds: float,
+        status: str = "ok",
+        event_ids: Sequence[str] | None = None,
+        scores: Sequence[Mapping[str, float] | None] | None = None,
+        trace_id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> list[str | None]:
+        """Queue one event per row; never blocks or raises. The ids, None where not kept."""
+        ...
+
     async def aclose(self, timeout: float = 5.0) -> None:
         """Flush what can be flushed within ``timeout`` seconds and stop."""
         ...
@@ -63,6 +79,21 @@ class NullPredictionLog:
     ) -> str | None:
         """Drop the event."""
         return None
+
+    def log_many(
+        self,
+        *,
+        features: Sequence[Mapping[str, Any]],
+        predictions: Sequence[Any],
+        latency_seconds: float,
+        status: str = "ok",
+        event_ids: Sequence[str] | None = None,
+        scores: Sequence[Mapping[str, float] | None] | None = None,
+        trace_id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> list[str | None]:
+        """Drop the events."""
+        return [None] * len(features)
 
     async def aclose(self, timeout: float = 5.0) -> None:
         """Nothing to flush."""

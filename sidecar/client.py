@@ -5,8 +5,9 @@
     logger.log(features=row, prediction=label, latency_seconds=elapsed)
 
 ``log()`` never blocks and never raises into the prediction path: it encodes the event, appends
-it to a bounded buffer under a lock and returns. One daemon thread sends batches (by count and
-by time) to ``POST /v1/events``, retries with jittered backoff while the sidecar is slow, down
+it to a bounded buffer under a lock and returns; ``log_many()`` does the same for all instances
+of a request with one clock read and one lock round. One daemon thread sends batches (by count
+and by time) to ``POST /v1/events``, retries with jittered backoff while the sidecar is slow, down
 or restarting, and, when the buffer is full, drops the oldest events and counts each one. Every
 logged event ends as exactly one of sent, dropped, rejected or sampled out. Standard library
 only at import (``orjson`` when importable, ``prometheus_client`` only when a registry is
@@ -22,9 +23,8 @@ import math
 import random
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 from sidecar._client_arguments import check_arguments
 from sidecar._client_delivery import Problem, deliver
 from sidecar._client_encoding import EncodeError, encode_event, envelope
+from sidecar._client_ids import new_event_id
 from sidecar._client_throttle import Log, Throttle
 from sidecar._client_transport import HttpTransport, TransportResponse
 
@@ -45,6 +46,7 @@ __all__ = [
     "PredictionLogger",
     "Transport",
     "TransportResponse",
+    "new_event_id",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8081"
@@ -159,7 +161,7 @@ class PredictionLogger:
         trace_id: str | None = None,
         attributes: Mapping[str, object] | None = None,
     ) -> str | None:
-        """Queue one prediction; its id (a new uuid4 hex unless given), or None if sampled out.
+        """Queue one prediction; its id (``new_event_id()`` unless given), None if sampled out.
 
         Never blocks and never raises: a value JSON cannot carry is counted as rejected, any
         other failure as dropped, and both are logged (by the flusher, once with context).
@@ -172,7 +174,7 @@ class PredictionLogger:
                     self._sampled_out += 1
                 return None
             if eid is None:
-                eid = uuid.uuid4().hex
+                eid = new_event_id()
             event: dict[str, object] = {
                 "id": eid,
                 "timestamp": time.time() if timestamp is None else timestamp,
@@ -196,6 +198,88 @@ class PredictionLogger:
         except Exception as exc:
             self._settle_locally("dropped", f"internal error in log(): {type(exc).__name__}: {exc}")
         return eid
+
+    def log_many(
+        self,
+        *,
+        features: Sequence[Mapping[str, object]],
+        predictions: Sequence[object],
+        latency_seconds: float,
+        status: str = "ok",
+        event_ids: Sequence[str] | None = None,
+        timestamp: float | None = None,
+        scores: Sequence[Mapping[str, float] | None] | None = None,
+        trace_id: str | None = None,
+        attributes: Mapping[str, object] | None = None,
+    ) -> list[str | None]:
+        """Queue one prediction per row of ``features``, as many ``log()`` calls would.
+
+        Row ``i`` is ``features[i]``, ``predictions[i]``, ``event_ids[i]`` and ``scores[i]``;
+        latency, status, timestamp, trace id and attributes are shared. It takes the buffer's
+        lock once and reads the clock once. The ids (None where sampled out), in row order.
+        Never blocks and never raises: sequences of different lengths queue nothing and count
+        ``len(features)`` events as dropped.
+        """
+        try:
+            n = len(features)
+            ids: list[str | None] = (
+                [new_event_id() for _ in range(n)] if event_ids is None else list(event_ids)
+            )
+            lengths = (len(predictions), len(ids), n if scores is None else len(scores))
+            if lengths != (n, n, n):
+                self._settle_locally(
+                    "dropped",
+                    f"log_many(): features, predictions, event_ids and scores must have one "
+                    f"length, got {n}, {lengths[0]}, {lengths[1]}, {lengths[2]}",
+                    count=n,
+                )
+                return ids
+            sampled_out = 0
+            if self._sample_rate < 1.0:
+                for i in range(n):
+                    if not self._keep(None if event_ids is None else ids[i]):
+                        ids[i] = None
+                        sampled_out += 1
+            event: dict[str, object] = {
+                "id": "",
+                "timestamp": time.time() if timestamp is None else timestamp,
+                "latency_seconds": latency_seconds,
+                "status": status,
+            }
+            if trace_id is not None:
+                event["trace_id"] = trace_id
+            if attributes is not None:
+                event["attributes"] = attributes
+            records: list[bytes] = []
+            rejected = 0
+            problem = ""
+            for i, eid in enumerate(ids):
+                if eid is None:
+                    continue
+                # One dict, refilled per row: encoding copies it, so reuse is safe.
+                event["id"] = eid
+                event["features"] = features[i]
+                event["prediction"] = predictions[i]
+                row_scores = None if scores is None else scores[i]
+                if row_scores is None:
+                    event.pop("scores", None)
+                else:
+                    event["scores"] = row_scores
+                try:
+                    records.append(encode_event(event))
+                except EncodeError as exc:
+                    rejected += 1
+                    problem = problem or f"event {eid!r} is not valid JSON: {exc}"
+            self._admit_many(records, sampled_out, rejected, problem)
+        except Exception as exc:
+            count = len(features) if isinstance(features, Sequence) else 1
+            self._settle_locally(
+                "dropped",
+                f"internal error in log_many(): {type(exc).__name__}: {exc}",
+                count=count,
+            )
+            return [None] * count
+        return ids
 
     def _keep(self, event_id: str | None) -> bool:
         if event_id is None:
@@ -221,13 +305,44 @@ class PredictionLogger:
         # No flusher is left to report this, and shutdown is not the hot path.
         self._notes.warn("closed", "log() after close(): the event is counted as dropped")
 
-    def _settle_locally(self, outcome: str, message: str) -> None:
+    def _admit_many(self, records: list[bytes], sampled_out: int, rejected: int, why: str) -> None:
         with self._lock:
-            self._logged += 1
+            self._logged += len(records) + sampled_out + rejected
+            self._sampled_out += sampled_out
+            if rejected:
+                self._rejected += rejected
+                self._local["rejected"] = Problem(
+                    "local_rejected", f"{why}; {rejected} event(s) counted as rejected"
+                )
+            if not self._closing:
+                buffer = self._buffer
+                before = len(buffer)
+                overflow = before + len(records) - self._max_buffer
+                if overflow > 0:
+                    # The oldest go first: from the buffer, then from the front of the new ones.
+                    from_buffer = min(overflow, before)
+                    for _ in range(from_buffer):
+                        buffer.popleft()
+                    records = records[overflow - from_buffer :]
+                    self._dropped += overflow
+                    self._overflowed += overflow
+                buffer.extend(records)
+                if len(buffer) >= self._batch_size > before:
+                    self._wake.notify()
+                return
+            self._dropped += len(records)
+        if records:
+            self._notes.warn(
+                "closed", "log_many() after close(): the events are counted as dropped"
+            )
+
+    def _settle_locally(self, outcome: str, message: str, count: int = 1) -> None:
+        with self._lock:
+            self._logged += count
             if outcome == "rejected":
-                self._rejected += 1
+                self._rejected += count
             else:
-                self._dropped += 1
+                self._dropped += count
             self._local[outcome] = Problem(f"local_{outcome}", f"{message}; counted as {outcome}")
 
     # ------------------------------------------------------------------ life cycle

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,6 +69,24 @@ class RecordingLog:
     def log(self, **event: Any) -> str | None:
         self.events.append(event)
         return str(event.get("event_id"))
+
+    def log_many(
+        self,
+        *,
+        features: Sequence[Mapping[str, Any]],
+        predictions: Sequence[Any],
+        event_ids: Sequence[str] | None = None,
+        scores: Sequence[Mapping[str, float] | None] | None = None,
+        **shared: Any,
+    ) -> list[str | None]:
+        """Record one event per row, as the real logger's ``log_many`` queues them."""
+        ids: list[str | None] = [None] * len(features) if event_ids is None else [*event_ids]
+        for i, row in enumerate(features):
+            event = {"features": row, "prediction": predictions[i], "event_id": ids[i], **shared}
+            if scores is not None:
+                event["scores"] = scores[i]
+            self.events.append(event)
+        return ids
 
     async def aclose(self, timeout: float = 5.0) -> None:
         self.closed = True

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from scipy import stats as scipy_stats
 
 from sidecar._client_encoding import encode_json
 from sidecar._client_transport import TransportResponse
-from sidecar.client import LoggerStats, PredictionLogger
+from sidecar.client import LoggerStats, PredictionLogger, new_event_id
 from sidecar.logs import get_logger
 from sidecar.profile import dump_profile
 from sidecar.server import Sidecar
@@ -169,7 +170,7 @@ def test_context_manager_and_aclose() -> None:
 
 
 def test_log_returns_given_or_new_ids_and_frames_the_wire_event() -> None:
-    """log() returns the given id or a uuid4 hex, and the body follows the wire format."""
+    """log() returns the given id or a new 32-hex-digit one; the body follows the wire format."""
     transport = _Accepting()
     logger = PredictionLogger(model="m", version="7", transport=transport)
     given = logger.log(
@@ -210,6 +211,150 @@ def test_log_returns_given_or_new_ids_and_frames_the_wire_event() -> None:
         "features",
         "prediction",
     }
+
+
+def test_new_event_ids_are_unique_across_threads() -> None:
+    """Ids made by many threads at once are all distinct, each 32 hex digits."""
+    per_thread, threads = 20_000, 8
+    made: list[list[str]] = [[] for _ in range(threads)]
+
+    def make(out: list[str]) -> None:
+        out.extend(new_event_id() for _ in range(per_thread))
+
+    workers = [threading.Thread(target=make, args=(out,)) for out in made]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    everything = [i for out in made for i in out]
+    assert len(set(everything)) == per_thread * threads
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in everything)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_draws_a_new_id_prefix() -> None:
+    """A process forked after import makes ids that share no prefix with its parent's."""
+    parent = new_event_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child[:24] != parent[:24]
+
+
+def _wire_events(transport: _Accepting) -> list[dict[str, Any]]:
+    return [event for body in transport.bodies for event in body["events"]]
+
+
+def test_log_many_sends_what_log_calls_would() -> None:
+    """log_many() puts the same wire events in the body as one log() call per row."""
+    rows: list[dict[str, Any]] = [
+        {"x": 1.0, "colour": "red"},
+        {"x": 2.0, "colour": "blue"},
+        {"x": 3.0, "colour": None},
+    ]
+    scores: list[dict[str, float] | None] = [{"0": 0.1, "1": 0.9}, None, {"0": 0.5, "1": 0.5}]
+    shared: dict[str, Any] = {
+        "latency_seconds": 0.003,
+        "status": "error",
+        "timestamp": 1_700_000_000.0,
+        "trace_id": "t-9",
+        "attributes": {"error": "boom"},
+    }
+    one, many = _Accepting(), _Accepting()
+    single = PredictionLogger(model="m", version="1", transport=one)
+    for i, row in enumerate(rows):
+        single.log(features=row, prediction=i, event_id=f"e{i}", scores=scores[i], **shared)
+    single.close()
+    batched = PredictionLogger(model="m", version="1", transport=many)
+    ids = batched.log_many(
+        features=rows,
+        predictions=[0, 1, 2],
+        event_ids=["e0", "e1", "e2"],
+        scores=scores,
+        **shared,
+    )
+    batched.close()
+    assert ids == ["e0", "e1", "e2"]
+    assert _wire_events(many) == _wire_events(one)
+    assert batched.stats() == single.stats()
+
+
+def test_log_many_makes_ids_and_settles_every_row() -> None:
+    """Without ids it makes one per row; an unencodable row is rejected, the others are sent."""
+    transport = _Accepting()
+    log = RecordingLog()
+    logger = PredictionLogger(model="m", version="1", transport=transport, logger=log)
+    ids = logger.log_many(
+        features=[{"x": 1.0}, {"x": object()}, {"x": 3.0}],
+        predictions=[1, 2, 3],
+        latency_seconds=0.01,
+    )
+    logger.close()
+    stats = logger.stats()
+    _settled(stats)
+    assert len(set(ids)) == 3
+    assert all(i is not None and len(i) == 32 for i in ids)
+    assert (stats.logged, stats.sent, stats.rejected) == (3, 2, 1)
+    assert [e["id"] for e in _wire_events(transport)] == [ids[0], ids[2]]
+    assert log.count("not valid JSON") == 1
+
+
+def test_log_many_with_mismatched_lengths_drops_without_raising() -> None:
+    """Sequences of different lengths queue nothing and count every row as dropped."""
+    log = RecordingLog()
+    logger = PredictionLogger(model="m", version="1", transport=_Accepting(), logger=log)
+    logger.log_many(features=[{}, {}, {}], predictions=[1, 2], latency_seconds=0.01)
+    logger.close()
+    stats = logger.stats()
+    _settled(stats)
+    assert (stats.logged, stats.dropped, stats.sent) == (3, 3, 0)
+    assert log.count("must have one length, got 3, 2, 3, 3") == 1
+
+
+def test_log_many_samples_by_id_like_log() -> None:
+    """With a sample rate, log_many() keeps exactly the ids log() would keep."""
+    ids = [f"req-{i}" for i in range(2_000)]
+    loggers = [
+        PredictionLogger(model="m", version="1", transport=_Accepting(), sample_rate=0.3)
+        for _ in range(2)
+    ]
+    one_by_one = [
+        loggers[0].log(features={}, prediction=1, latency_seconds=0, event_id=i) for i in ids
+    ]
+    together = loggers[1].log_many(
+        features=[{}] * len(ids), predictions=[1] * len(ids), latency_seconds=0, event_ids=ids
+    )
+    for logger in loggers:
+        logger.close()
+    assert together == one_by_one
+    assert loggers[1].stats() == loggers[0].stats()
+
+
+def test_log_many_overflow_drops_the_oldest() -> None:
+    """Rows beyond the buffer's room push out the oldest events, each counted as dropped."""
+    transport = _Accepting()
+    logger = PredictionLogger(
+        model="m", version="1", transport=transport, max_buffer=4, batch_size=4
+    )
+    _log(logger, 3, prefix="old")
+    logger.log_many(
+        features=[{}] * 6,
+        predictions=[0] * 6,
+        latency_seconds=0,
+        event_ids=[f"new{i}" for i in range(6)],
+    )
+    logger.close()
+    stats = logger.stats()
+    _settled(stats)
+    assert (stats.logged, stats.dropped, stats.sent) == (9, 5, 4)
+    assert [e["id"] for e in _wire_events(transport)] == ["new2", "new3", "new4", "new5"]
 
 
 def test_unencodable_value_is_rejected_without_raising() -> None:
