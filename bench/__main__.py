@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [engine http drift memory]``: run benchmarks, print, save JSON.
+"""``python -m bench [--quick] [NAME …]``: run benchmarks, print, save JSON.
 
 Each benchmark prints its figure, baselines, ratios and goals as it finishes; at the end a table
 of all of them is printed and every result is written to ``bench/results/latest.json``
@@ -24,6 +24,7 @@ BENCHMARKS = {
     "memory": "bench.memory",
     "serving": "bench.serving",
     "logger": "bench.logger",
+    "shipping": "bench.shipping",
 }
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain
@@ -205,6 +205,7 @@ def parse_valid_events(
         rejections=[],
         warnings=[],
         accepted_events=AcceptedEvents(body, limits),
+        body=body,
     )
 
 
@@ -286,6 +287,20 @@ def _columns(
     )
 
 
+def normalised_events(
+    body: bytes, limits: IngestLimits, skip: Collection[int] = ()
+) -> list[dict[str, Any]]:
+    """The events of ``body`` except those at ``skip``, normalised as the careful path keeps them.
+
+    Raises ``FieldError`` when a kept event is invalid: the caller said it was accepted.
+    """
+    checker = EventChecker(limits)
+    events = orjson.loads(body)["events"]
+    if not skip:
+        return [checker.check(e) for e in events]
+    return [checker.check(e) for i, e in enumerate(events) if i not in skip]
+
+
 class AcceptedEvents(Sequence[dict[str, Any]]):
     """The normalised event objects of a body the fast path accepted whole, decoded on first use.
 
@@ -300,9 +315,8 @@ class AcceptedEvents(Sequence[dict[str, Any]]):
 
     def _decoded(self) -> list[dict[str, Any]]:
         if self._events is None:
-            checker = EventChecker(self._limits)
             try:
-                self._events = [checker.check(e) for e in orjson.loads(self._body)["events"]]
+                self._events = normalised_events(self._body, self._limits)
             except FieldError as exc:  # pragma: no cover - the fast path checked every event
                 raise AssertionError(f"fast path accepted an invalid event: {exc}") from exc
         return self._events

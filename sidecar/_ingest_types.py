@@ -92,6 +92,7 @@ class ParsedEvents:
     ``received`` counts the events in the request, ``accepted`` those kept (``columns.n``).
     ``accepted_events`` are the decoded event objects of the kept events, with ``timestamp``
     normalised to an RFC 3339 UTC string and ``status`` filled in, for the log shipper.
+    ``body`` is the request body as received, so the spool can keep it without re-encoding.
     """
 
     model: str
@@ -103,6 +104,7 @@ class ParsedEvents:
     warnings: list[EventWarning]
     accepted_events: Sequence[dict[str, Any]]
     warnings_dropped: int = 0
+    body: bytes = b""
 
     @property
     def accepted(self) -> int:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Never, TextIO
+from typing import TYPE_CHECKING, Any, Never, TextIO, cast
 
 from tqdm import tqdm
 
@@ -36,6 +36,7 @@ EXIT_USAGE = 2
 """Bad input: an unusable data file, option or profile (argparse uses the same status)."""
 
 _SERVE = "serve"
+_SETUP = "setup"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sidecar.server import run_serve  # see _parser: imported only for serve
 
             return run_serve(args)
+        if args.command == _SETUP:
+            return _setup(args)
         if args.profile_command == "build":
             return _build(args, stdout, stderr)
         return _show(args, stdout)
@@ -112,7 +115,52 @@ def _parser(*, serve_requested: bool) -> argparse.ArgumentParser:
         from sidecar.server import add_serve_arguments
 
         add_serve_arguments(serve)
+
+    setup = commands.add_parser(
+        _SETUP,
+        help="install the Elasticsearch index templates and lifecycle policy (idempotent)",
+        description="Install or update the ILM policy, component and index templates of the "
+        "prediction and drift data streams. Credentials, TLS and the namespace come from the "
+        "MODELWATCH_ES_* variables (docs/elasticsearch.md). Exit 0 when installed, 1 when "
+        "Elasticsearch refused or could not be reached, 2 for a configuration problem.",
+    )
+    setup.add_argument("--es-url", metavar="URL", help="Elasticsearch URL (env MODELWATCH_ES_URL)")
+    setup.add_argument("--rollover-max-age", default="1d", help="roll over after (1d)")
+    setup.add_argument(
+        "--rollover-max-primary-shard-size", default="50gb", help="roll over past (50gb)"
+    )
+    setup.add_argument("--retention-days", type=int, default=30, help="delete after days (30)")
     return parser
+
+
+def _setup(args: argparse.Namespace) -> int:
+    # Imported here: the Elasticsearch client is only needed by setup and serve.
+    import os
+
+    from sidecar.es_settings import URL_KEY, EsSettings
+    from sidecar.es_setup import run_setup
+    from sidecar.logs import configure_logging, get_logger
+
+    configure_logging()
+    logger = get_logger()
+    environ = dict(os.environ)
+    if args.es_url:
+        environ[URL_KEY] = args.es_url
+    elif not environ.get(URL_KEY, "").strip():
+        logger.error("es_setup_failed", error=f"{URL_KEY}: is required (or --es-url)")
+        return EXIT_USAGE
+    try:
+        settings = EsSettings.from_environ(environ)
+    except ModelwatchError as exc:
+        logger.error("es_setup_failed", error=str(exc))
+        return EXIT_USAGE
+    return run_setup(
+        settings,
+        cast(Any, logger),  # es_setup's logger protocol is narrower than structlog's signature
+        rollover_max_age=args.rollover_max_age,
+        rollover_max_primary_shard_size=args.rollover_max_primary_shard_size,
+        retention_days=args.retention_days,
+    )
 
 
 def _top_k(text: str) -> int:

@@ -109,6 +109,7 @@ def _parse_carefully(
         warnings=warn.items,
         accepted_events=kept,
         warnings_dropped=warn.dropped,
+        body=body,
     )
 
 

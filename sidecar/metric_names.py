@@ -17,6 +17,11 @@ __all__ = [
     "COLLECTOR_DURATION",
     "COLLECTOR_ERRORS",
     "ERROR_SOURCES",
+    "ES_BULK_DURATION",
+    "ES_DEAD_LETTER",
+    "ES_DOCUMENTS",
+    "ES_LAST_SUCCESS",
+    "ES_OUTCOMES",
     "EVENTS_ACCEPTED",
     "EVENTS_RECEIVED",
     "EVENTS_REJECTED",
@@ -47,6 +52,9 @@ __all__ = [
     "PREDICTION_REFERENCE_RATIO",
     "QUALITY_METRICS",
     "REQUESTS_REJECTED",
+    "SPOOL_BYTES",
+    "SPOOL_CORRUPT_SEGMENTS",
+    "SPOOL_OLDEST_AGE",
     "UNKNOWN_FEATURES",
     "WINDOW_EVENTS",
     "MetricKind",
@@ -268,6 +276,48 @@ COLLECTOR_DURATION = MetricSpec(
     "Time the collector took to gather this scrape's metrics, in seconds.",
 )
 
+# Prediction-log shipping (the spool and the shipper; see docs/metrics.md).
+ES_DOCUMENTS = MetricSpec(
+    "modelwatch_es_documents_total",
+    "counter",
+    ("outcome",),
+    "Prediction-log and drift documents by what became of them: shipped, retried (one per "
+    "resend), failed (rejected for good, dead-lettered), dropped (never spooled or queued).",
+)
+ES_DEAD_LETTER = MetricSpec(
+    "modelwatch_es_dead_letter_total",
+    "counter",
+    (),
+    "Documents and undecodable spool records written to the dead-letter file.",
+)
+ES_LAST_SUCCESS = MetricSpec(
+    "modelwatch_es_last_success_timestamp_seconds",
+    "gauge",
+    (),
+    "Unix time of the last bulk request the sink answered for at least one document (0: never).",
+)
+ES_BULK_DURATION = MetricSpec(
+    "modelwatch_es_bulk_duration_seconds",
+    "histogram",
+    (),
+    "Time one bulk send to the sink took, answered or failed, in seconds.",
+)
+SPOOL_BYTES = MetricSpec(
+    "modelwatch_spool_bytes", "gauge", (), "Bytes held in the spool's segments on disk."
+)
+SPOOL_OLDEST_AGE = MetricSpec(
+    "modelwatch_spool_oldest_event_age_seconds",
+    "gauge",
+    (),
+    "Age of the oldest spooled request not yet shipped, in seconds (0: nothing waiting).",
+)
+SPOOL_CORRUPT_SEGMENTS = MetricSpec(
+    "modelwatch_spool_corrupt_segments_total",
+    "counter",
+    (),
+    "Spool segments found corrupt or truncated and quarantined.",
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     PREDICTIONS,
     LATENCY,
@@ -302,11 +352,21 @@ METRICS: tuple[MetricSpec, ...] = (
     BUILD_INFO,
     COLLECTOR_ERRORS,
     COLLECTOR_DURATION,
+    ES_DOCUMENTS,
+    ES_DEAD_LETTER,
+    ES_LAST_SUCCESS,
+    ES_BULK_DURATION,
+    SPOOL_BYTES,
+    SPOOL_OLDEST_AGE,
+    SPOOL_CORRUPT_SEGMENTS,
 )
 """Every metric this collector can export, in exposition order."""
 
 ERROR_SOURCES = ("counters", "drift", "feedback", "ingest", "extra")
 """Values of the ``source`` label of ``modelwatch_collector_errors_total``."""
+
+ES_OUTCOMES = ("shipped", "retried", "failed", "dropped")
+"""Values of the ``outcome`` label of ``modelwatch_es_documents_total``."""
 
 QUALITY_METRICS = {"accuracy": MODEL_ACCURACY, "mean_absolute_error": MODEL_MAE}
 """Which gauge carries each ``ModelQuality.metric``."""

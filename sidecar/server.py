@@ -32,6 +32,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from structlog.typing import FilteringBoundLogger
 
+from sidecar._shipping import ShippingPipeline
 from sidecar.counters import IngestCounters
 from sidecar.engine import EngineConfig
 from sidecar.errors import ConfigError, ProfileError
@@ -51,6 +52,8 @@ EXIT_USAGE = 2
 METRICS_PATH = "/metrics"
 SHUTDOWN_GRACE_SECONDS = 10
 """How long in-flight requests may run after SIGTERM (Kubernetes waits 30 s by default)."""
+SHIPPER_STOP_SECONDS = 10
+"""How long the shipper may drain and finish its bulk request after the listeners stopped."""
 
 _OVERRIDABLE = (
     "ingest_addr",
@@ -197,8 +200,14 @@ class Sidecar:
         self.monitors = _build_monitors(settings, profiles, clock)
         self.counters = IngestCounters()
         self.feedback = FeedbackStore(capacity=settings.feedback_capacity)
+        self.shipping = (
+            ShippingPipeline(settings, self.monitors, logger=logger) if settings.shipping else None
+        )
+        extra = [*extra_collectors]
+        if self.shipping is not None:
+            extra.append(self.shipping.collector)
         self.collector = ModelwatchCollector(
-            self.monitors, self.counters, self.feedback, extra=extra_collectors
+            self.monitors, self.counters, self.feedback, extra=extra
         )
         self.registry = build_registry(self.collector)
         ProcessCollector(registry=self.registry)
@@ -215,6 +224,7 @@ class Sidecar:
             logger=logger.bind(component="ingest"),
             clock=clock,
             body_timeout_seconds=settings.body_timeout_seconds,
+            on_accepted=None if self.shipping is None else self.shipping.on_accepted,
         )
         self.metrics_app = MetricsApp(self.registry)
         self.ingest_port: int | None = None
@@ -224,11 +234,18 @@ class Sidecar:
 
     async def start(self) -> None:
         """Bind both listeners and return once both accept connections."""
-        ingest_sock = _bind(self.settings.ingest_addr, "ingest_addr")
+        if self.shipping is not None:
+            self.shipping.start()
+        try:
+            ingest_sock = _bind(self.settings.ingest_addr, "ingest_addr")
+        except ConfigError:
+            await self._close_shipping()
+            raise
         try:
             metrics_sock = _bind(self.settings.metrics_addr, "metrics_addr")
         except ConfigError:
             ingest_sock.close()
+            await self._close_shipping()
             raise
         self.ingest_port = ingest_sock.getsockname()[1]
         self.metrics_port = metrics_sock.getsockname()[1]
@@ -251,6 +268,13 @@ class Sidecar:
         for result in results:
             if isinstance(result, BaseException):
                 self.logger.error("listener failed while stopping", exc_info=result)
+        await self._close_shipping()
+
+    async def _close_shipping(self) -> None:
+        """Stop shipping after the listeners, so every accepted request is in the spool."""
+        shipping, self.shipping = self.shipping, None
+        if shipping is not None:
+            await shipping.close(SHIPPER_STOP_SECONDS)
 
     async def wait_stopped(self, stop: asyncio.Event) -> bool:
         """Wait for ``stop`` (True) or for a listener to end on its own (False, and logged)."""

@@ -13,12 +13,13 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from sidecar.engine import DEFAULT_LATENCY_BUCKETS
 from sidecar.errors import ConfigError
+from sidecar.es_settings import EsSettings
 from sidecar.window import MAX_SLOTS, slot_count
 
 ENV_PREFIX = "MODELWATCH_"
@@ -32,6 +33,8 @@ LOG_FORMATS: tuple[LogFormat, ...] = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _PROFILE_SEPARATORS = re.compile(r"[,:]")
+_SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,17 @@ class Settings:
     feedback_capacity: int = 100_000
     log_level: str = "info"
     log_format: LogFormat = "json"
+    shipping: bool = True
+    spool_dir: Path = Path("var/spool")
+    spool_max_bytes: int = 1024 * MiB
+    spool_fsync_seconds: float = 1.0
+    log_dir: Path = Path("var/predictions")
+    es_batch_docs: int = 2_000
+    es_batch_bytes: int = 5 * MiB
+    es_max_backoff_seconds: float = 30.0
+    drift_snapshot_seconds: float = 60.0
+    es: EsSettings = field(default_factory=EsSettings)
+    """Elasticsearch, document and redaction settings (``sidecar.es_settings``)."""
 
     @classmethod
     def from_sources(
@@ -96,6 +110,10 @@ class Settings:
         if "profiles" not in values and not any(k in problems for k in profile_keys):
             problems[_env("profiles")] = "at least one profile path is required (or --profile)"
         _check_relations(values, environ, overrides, problems)
+        try:
+            values["es"] = EsSettings.from_environ(environ)
+        except ConfigError as exc:
+            problems.update(exc.problems)
         if problems:
             raise ConfigError(problems)
         return cls(**values)
@@ -119,6 +137,16 @@ class Settings:
             "feedback_capacity": self.feedback_capacity,
             "log_level": self.log_level,
             "log_format": self.log_format,
+            "shipping": self.shipping,
+            "spool_dir": str(self.spool_dir),
+            "spool_max_bytes": self.spool_max_bytes,
+            "spool_fsync_seconds": self.spool_fsync_seconds,
+            "log_dir": str(self.log_dir),
+            "es_batch_docs": self.es_batch_docs,
+            "es_batch_bytes": self.es_batch_bytes,
+            "es_max_backoff_seconds": self.es_max_backoff_seconds,
+            "drift_snapshot_seconds": self.drift_snapshot_seconds,
+            "es": self.es.redacted(),
         }
 
 
@@ -249,6 +277,24 @@ def _profiles(raw: object) -> tuple[Path, ...]:
     return tuple(paths)
 
 
+def _switch(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = _text(raw).lower()
+    if text not in _SWITCH:
+        raise _InvalidValueError(f"must be on or off, got {text!r}")
+    return _SWITCH[text]
+
+
+def _path(raw: object) -> Path:
+    if isinstance(raw, Path):
+        return raw
+    text = _text(raw)
+    if not text:
+        raise _InvalidValueError("must be a directory path, got an empty string")
+    return Path(text)
+
+
 def _token(raw: object) -> str | None:
     text = _text(raw)
     if any(ch.isspace() for ch in text):
@@ -293,6 +339,15 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "feedback_capacity": _at_least(1),
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),
+    "shipping": _switch,
+    "spool_dir": _path,
+    "spool_max_bytes": _at_least(MiB),
+    "spool_fsync_seconds": _positive_float,
+    "log_dir": _path,
+    "es_batch_docs": _at_least(1),
+    "es_batch_bytes": _at_least(1024),
+    "es_max_backoff_seconds": _positive_float,
+    "drift_snapshot_seconds": _positive_float,
 }
 
 
