@@ -8,6 +8,7 @@ beside it to show it had headroom.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,8 @@ from typing import IO, Any
 
 import orjson
 import psutil
+
+from bench._report import Measurement
 
 ROOT = Path(__file__).resolve().parent.parent
 _START_TIMEOUT = 60.0
@@ -156,6 +159,28 @@ class LoadRun:
     def client_utilisation(self) -> float:
         """Load-generator CPU seconds per wall second."""
         return self.client_cpu_seconds / self.wall_seconds
+
+
+def checked(name: str, load: LoadRun) -> LoadRun:
+    """``load`` itself; RuntimeError when any request failed or any event was not accepted."""
+    if load.failures or load.accepted != load.events_sent:
+        raise RuntimeError(
+            f"{name}: {load.failures} failed requests, {load.accepted} of "
+            f"{load.events_sent} events accepted; first failure: {load.first_failure}"
+        )
+    return load
+
+
+def per_core(label: str, loads: Sequence[LoadRun]) -> Measurement:
+    """Accepted events per second of server CPU time over ``loads``: the best and the median."""
+    values = sorted(load.events_per_server_cpu_second for load in loads)
+    return Measurement(
+        label,
+        best=values[-1],
+        unit="events/s per core",
+        median=statistics.median(values),
+        samples=len(values),
+    )
 
 
 def _cpu_seconds(ps: psutil.Process) -> float:

@@ -15,7 +15,6 @@ In-process figures for the parser alone (``orjson.loads``, ``parse_events``, and
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import orjson
 
 from bench import _data
 from bench._report import BenchResult, Goal, Measurement, rate, timings
-from bench._server import LoadRun, drive, running, write_bodies
+from bench._server import LoadRun, checked, drive, per_core, running, write_bodies
 from bench.engine import FakeClock
 from sidecar.engine import EngineConfig, ModelMonitor
 from sidecar.events import IngestLimits, parse_events
@@ -100,26 +99,6 @@ def _in_process(profile: Profile, bodies: list[bytes], repeats: int) -> list[Mea
     ]
 
 
-def _checked(name: str, load: LoadRun) -> LoadRun:
-    if load.failures or load.accepted != load.events_sent:
-        raise RuntimeError(
-            f"{name}: {load.failures} failed requests, {load.accepted} of "
-            f"{load.events_sent} events accepted; first failure: {load.first_failure}"
-        )
-    return load
-
-
-def _per_core(label: str, loads: list[LoadRun]) -> Measurement:
-    per_core = sorted(load.events_per_server_cpu_second for load in loads)
-    return Measurement(
-        label,
-        best=per_core[-1],
-        unit="events/s per core",
-        median=statistics.median(per_core),
-        samples=len(per_core),
-    )
-
-
 def _describe(load: LoadRun) -> dict[str, Any]:
     return {
         "events": load.accepted,
@@ -151,11 +130,11 @@ def run(*, quick: bool) -> BenchResult:
             drive(sidecar, bodies_file, warmup)
             # Alternate the two servers so a burst of other load on the machine hits both.
             for _ in range(repeats):
-                decode_runs.append(_checked("decode-only", drive(decode, bodies_file, events)))
-                sidecar_runs.append(_checked("sidecar", drive(sidecar, bodies_file, events)))
+                decode_runs.append(checked("decode-only", drive(decode, bodies_file, events)))
+                sidecar_runs.append(checked("sidecar", drive(sidecar, bodies_file, events)))
 
-    figure = _per_core("sidecar", sidecar_runs)
-    baseline = _per_core("decode-only server", decode_runs)
+    figure = per_core("sidecar", sidecar_runs)
+    baseline = per_core("decode-only server", decode_runs)
     share = figure.best / baseline.best
     return BenchResult(
         name="http",

@@ -49,6 +49,7 @@ import orjson
 import psutil
 
 from bench._report import BenchResult, Goal, Measurement
+from sidecar._listen import run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "tumour"
@@ -150,16 +151,9 @@ def _loadgen_main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=float, default=_WARMUP_SECONDS)
     parser.add_argument("--seconds", type=float, required=True)
     args = parser.parse_args(argv)
-    try:
-        import uvloop
-    except ModuleNotFoundError:
-        factory = None
-    else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        load = runner.run(
-            _drive(args.port, args.model, args.row, args.connections, args.warmup, args.seconds)
-        )
+    load = run_loop(
+        _drive(args.port, args.model, args.row, args.connections, args.warmup, args.seconds)
+    )
     sys.stdout.write(orjson.dumps(_as_dict(load)).decode())
     return 0
 

@@ -19,7 +19,6 @@ commit.
 from __future__ import annotations
 
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import orjson
 
 from bench import _data
 from bench._report import BenchResult, Goal, Measurement
-from bench._server import ROOT, LoadRun, Running, drive, running
+from bench._server import ROOT, LoadRun, Running, checked, drive, per_core, running
 from bench.http_ingest import prepare, sidecar_argv
 from sidecar._dead_letter import DeadLetterFile
 from sidecar.documents import Document, DocumentBuilder
@@ -90,26 +89,6 @@ def _wait_drained(server: Running) -> None:
         time.sleep(0.2)
 
 
-def _checked(name: str, load: LoadRun) -> LoadRun:
-    if load.failures or load.accepted != load.events_sent:
-        raise RuntimeError(
-            f"{name}: {load.failures} failed requests, {load.accepted} of "
-            f"{load.events_sent} events accepted; first failure: {load.first_failure}"
-        )
-    return load
-
-
-def _per_core(label: str, loads: list[LoadRun]) -> Measurement:
-    values = sorted(load.events_per_server_cpu_second for load in loads)
-    return Measurement(
-        label,
-        best=values[-1],
-        unit="events/s per core",
-        median=statistics.median(values),
-        samples=len(values),
-    )
-
-
 def _ingest_cost(tmp: Path, quick: bool) -> tuple[dict[str, list[LoadRun]], dict[str, Any]]:
     tmp.mkdir(parents=True, exist_ok=True)
     _, profile_path, bodies_file, _ = prepare(tmp, 40 if quick else 200)
@@ -138,7 +117,7 @@ def _ingest_cost(tmp: Path, quick: bool) -> tuple[dict[str, list[LoadRun]], dict
         _wait_drained(servers["spool + file shipping"])
         for _ in range(repeats):
             for name, server in servers.items():
-                runs[name].append(_checked(name, drive(server, bodies_file, events)))
+                runs[name].append(checked(name, drive(server, bodies_file, events)))
                 if name == "spool + file shipping":
                     _wait_drained(server)
     return runs, {"events_per_run": events, "repeats": repeats}
@@ -243,9 +222,9 @@ def run(*, quick: bool) -> BenchResult:
         tmp = Path(tmp_name)
         runs, details = _ingest_cost(tmp / "ingest", quick)
         es_rate, null_rate = _shipping(tmp / "ship", quick)
-    off = _per_core("ingest, shipping off", runs["shipping off"])
-    spool = _per_core("ingest, spool (sink unreachable)", runs["spool, sink unreachable"])
-    full = _per_core("ingest, spool + file shipping", runs["spool + file shipping"])
+    off = per_core("ingest, shipping off", runs["shipping off"])
+    spool = per_core("ingest, spool (sink unreachable)", runs["spool, sink unreachable"])
+    full = per_core("ingest, spool + file shipping", runs["spool + file shipping"])
     spool_cost = 1 - spool.best / off.best
     wall = {
         name: round(max(load.events_per_second for load in loads)) for name, loads in runs.items()

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from serving.errors import RequestError
 from serving.metadata import FeatureSpec, ModelMetadata
 from serving.model import NUMPY_DTYPES
+from sidecar._json import json_type
 
 _TOP_LEVEL_KEYS = frozenset({"instances"})
 
@@ -77,7 +78,7 @@ class InstanceDecoder:
             ) from None
         if not isinstance(obj, dict):
             raise RequestError(
-                400, "invalid_body", "", f"the body must be a JSON object, got {_kind(obj)}"
+                400, "invalid_body", "", f"the body must be a JSON object, got {json_type(obj)}"
             )
         unknown = sorted(set(obj) - _TOP_LEVEL_KEYS)
         if unknown:
@@ -89,7 +90,7 @@ class InstanceDecoder:
         rows = obj["instances"]
         if not isinstance(rows, list):
             raise RequestError(
-                422, "invalid_type", "instances", f"must be an array, got {_kind(rows)}"
+                422, "invalid_type", "instances", f"must be an array, got {json_type(rows)}"
             )
         if not rows:
             raise RequestError(422, "invalid_value", "instances", "must hold at least one instance")
@@ -124,7 +125,8 @@ class InstanceDecoder:
                 422,
                 "wrong_shape",
                 f"instances[{index}]",
-                f"expected an object keyed by feature name or a list of values, got {_kind(row)}",
+                "expected an object keyed by feature name or a list of values, "
+                f"got {json_type(row)}",
             )
         values: list[object] = []
         for name, check, value in zip(self._names, self._checkers, raw, strict=True):
@@ -193,7 +195,7 @@ def _number(limit: float, dtype: str, *, nullable: bool) -> Checker:
             if nullable:
                 return nan
             raise _BadValueError("null_value", "expected a number, got null (not nullable)")
-        raise _BadValueError("invalid_type", f"expected a number, got {_kind(value)}")
+        raise _BadValueError("invalid_type", f"expected a number, got {json_type(value)}")
 
     return check
 
@@ -209,7 +211,7 @@ def _integer(value: object) -> object:
         raise _BadValueError("out_of_range", f"{value!r} does not fit in int64")
     if value is None:
         raise _BadValueError("null_value", "expected an integer, got null")
-    raise _BadValueError("invalid_type", f"expected an integer, got {_kind(value)}")
+    raise _BadValueError("invalid_type", f"expected an integer, got {json_type(value)}")
 
 
 def _string(value: object) -> object:
@@ -217,20 +219,4 @@ def _string(value: object) -> object:
         return value
     if value is None:
         raise _BadValueError("null_value", "expected a string, got null")
-    raise _BadValueError("invalid_type", f"expected a string, got {_kind(value)}")
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    raise _BadValueError("invalid_type", f"expected a string, got {json_type(value)}")

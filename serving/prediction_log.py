@@ -24,21 +24,6 @@ class PredictionLog(Protocol):
         """Start flushing in the background (called once, inside the event loop)."""
         ...
 
-    def log(
-        self,
-        *,
-        features: Mapping[str, Any],
-        prediction: Any,
-        latency_seconds: float,
-        status: str = "ok",
-        event_id: str | None = None,
-        scores: Mapping[str, float] | None = None,
-        trace_id: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-    ) -> str | None:
-        """Queue one event; never blocks or raises. Returns its id, or None when not kept."""
-        ...
-
     def log_many(
         self,
         *,
@@ -65,34 +50,8 @@ class NullPredictionLog:
     def start(self) -> None:
         """Nothing to start."""
 
-    def log(
-        self,
-        *,
-        features: Mapping[str, Any],
-        prediction: Any,
-        latency_seconds: float,
-        status: str = "ok",
-        event_id: str | None = None,
-        scores: Mapping[str, float] | None = None,
-        trace_id: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-    ) -> str | None:
-        """Drop the event."""
-        return None
-
-    def log_many(
-        self,
-        *,
-        features: Sequence[Mapping[str, Any]],
-        predictions: Sequence[Any],
-        latency_seconds: float,
-        status: str = "ok",
-        event_ids: Sequence[str] | None = None,
-        scores: Sequence[Mapping[str, float] | None] | None = None,
-        trace_id: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
-    ) -> list[str | None]:
-        """Drop the events."""
+    def log_many(self, *, features: Sequence[Mapping[str, Any]], **_: object) -> list[str | None]:
+        """Drop the events (the other arguments are those of ``PredictionLog.log_many``)."""
         return [None] * len(features)
 
     async def aclose(self, timeout: float = 5.0) -> None:

@@ -12,15 +12,10 @@ and exit 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import os
-import signal
 import socket
-from collections.abc import Coroutine, Iterator, Mapping
-from typing import Any
+from collections.abc import Mapping
 
-import uvicorn
 from prometheus_client import CollectorRegistry
 from structlog.typing import FilteringBoundLogger
 
@@ -30,6 +25,7 @@ from serving.metadata import ModelLocation, ModelMetadata, load_metadata, locate
 from serving.model import OnnxModel, example_inputs
 from serving.prediction_log import sidecar_prediction_log
 from serving.settings import ServingSettings, env_key
+from sidecar._listen import QuietServer, bind, run_loop, stop_on_signals, uvicorn_config
 from sidecar.errors import ConfigError
 from sidecar.logs import configure_logging, get_logger
 from sidecar.metrics import package_version
@@ -67,11 +63,11 @@ def run(environ: Mapping[str, str]) -> int:
         return EXIT_USAGE
     logger = logger.bind(**{"ml.model.name": metadata.name, "ml.model.version": metadata.version})
     try:
-        sock = _bind(settings)
+        sock = bind(settings.serving_addr, env_key("serving_addr"))
     except ConfigError as exc:
         logger.error(str(exc), problems=exc.problems)
         return EXIT_USAGE
-    outcome = _run(_serve(settings, metadata, location, sock, logger))
+    outcome = run_loop(_serve(settings, metadata, location, sock, logger))
     if outcome != EXIT_OK:
         return outcome
     logger.info("stopped")
@@ -87,13 +83,16 @@ async def _serve(
 ) -> int:
     registry = CollectorRegistry(auto_describe=True)
     outcome = EXIT_OK
-    server: _Server | None = None
+    server: QuietServer | None = None
+
+    def request_exit() -> None:
+        if server is not None:
+            server.should_exit = True
 
     def load_failed(_: BaseException) -> None:
         nonlocal outcome
         outcome = EXIT_FAILURE
-        if server is not None:
-            server.should_exit = True
+        request_exit()
 
     def load() -> OnnxModel:
         return _load_model(settings, metadata, location, logger)
@@ -109,16 +108,10 @@ async def _serve(
         logger=logger,
         on_load_failed=load_failed,
     )
-    server = _Server(_uvicorn_config(app, settings))
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        logger.info("shutting down", signal=signal.Signals(signum).name)
-        if server is not None:
-            server.should_exit = True
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    server = QuietServer(
+        uvicorn_config(app, settings.log_level, lifespan="on", grace_seconds=SHUTDOWN_GRACE_SECONDS)
+    )
+    stop_on_signals(logger, request_exit)
     host, port = sock.getsockname()[:2]
     serve_task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serve_task.done():
@@ -148,59 +141,3 @@ def _load_model(
 
 def _configure(level: str = "info", fmt: str = "json") -> None:
     configure_logging(level, fmt, service_name=SERVICE_NAME, dataset=EVENT_DATASET)
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to us, so a SIGTERM ends in a clean exit 0."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _uvicorn_config(app: object, settings: ServingSettings) -> uvicorn.Config:
-    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        log_config=None,
-        log_level=level if level == logging.DEBUG else max(level, logging.WARNING),
-        access_log=False,
-        server_header=False,
-        lifespan="on",
-        ws="none",
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-    )
-
-
-def _bind(settings: ServingSettings) -> socket.socket:
-    address = settings.serving_addr
-    try:
-        infos = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, kind, proto, _, sockaddr = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(sockaddr)
-        except OSError:
-            sock.close()
-            raise
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError(
-            {env_key("serving_addr"): f"cannot listen on {address}: {reason}"}
-        ) from exc
-    return sock
-
-
-def _run(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` on uvloop when installed, else on the standard asyncio loop."""
-    try:
-        import uvloop
-    except ModuleNotFoundError:
-        factory = None
-    else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)

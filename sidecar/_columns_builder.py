@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from sidecar._field_rules import short
 from sidecar._ingest_types import EventWarning
-from sidecar._request_body import json_type
+from sidecar._json import json_type
 from sidecar.columns import PREDICTION_KEY, STATUSES, EventColumns
 from sidecar.profile import CategoricalProfile, FeatureProfile, Profile, category_key
 

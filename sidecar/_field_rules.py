@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sidecar._ingest_types import IngestLimits, Label
-from sidecar._request_body import json_type
+from sidecar._json import json_type
 from sidecar.columns import STATUSES
 from sidecar.profile import category_key
 

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from sidecar._ingest_types import Catalogue, IngestLimits, ProfileLookup, RequestRejected
+from sidecar._json import json_type
 from sidecar.profile import Profile
 
 
@@ -94,20 +95,3 @@ def check_count(items: list[Any], items_key: str, limits: IngestLimits) -> None:
             items_key,
             f"holds {len(items)} items; at most {limits.max_events} are accepted per request",
         )
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a decoded value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from sidecar._json import json_type
 from sidecar.columns import PREDICTION_KEY
 from sidecar.errors import ProfileError
 
@@ -231,7 +232,7 @@ class _Reader:
         self.path = path
         self.source = source
         if not isinstance(obj, dict):
-            raise self.error("", f"must be an object, got {_json_type(obj)}")
+            raise self.error("", f"must be an object, got {json_type(obj)}")
         self.obj: dict[str, Any] = obj
 
     def error(self, key: str, reason: str) -> ProfileError:
@@ -250,7 +251,7 @@ class _Reader:
     def string(self, key: str) -> str:
         value = self.raw(key)
         if not isinstance(value, str) or not value:
-            raise self.error(key, f"must be a non-empty string, got {_json_type(value)}")
+            raise self.error(key, f"must be a non-empty string, got {json_type(value)}")
         return value
 
     def optional_string(self, key: str) -> str | None:
@@ -258,7 +259,7 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise self.error(key, f"must be a string or null, got {_json_type(value)}")
+            raise self.error(key, f"must be a string or null, got {json_type(value)}")
         return value
 
     def count(self, key: str) -> int:
@@ -270,7 +271,7 @@ class _Reader:
     def number(self, key: str) -> float:
         value = self.raw(key)
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise self.error(key, f"must be a number, got {_json_type(value)}")
+            raise self.error(key, f"must be a number, got {json_type(value)}")
         if not math.isfinite(value):
             raise self.error(key, "must be finite")
         return float(value)
@@ -281,29 +282,13 @@ class _Reader:
     def floats(self, key: str) -> FloatArray:
         value = self.raw(key)
         if not isinstance(value, list):
-            raise self.error(key, f"must be an array of numbers, got {_json_type(value)}")
+            raise self.error(key, f"must be an array of numbers, got {json_type(value)}")
         for i, item in enumerate(value):
             if not isinstance(item, int | float) or isinstance(item, bool):
-                raise self.error(f"{key}[{i}]", f"must be a number, got {_json_type(item)}")
+                raise self.error(f"{key}[{i}]", f"must be a number, got {json_type(item)}")
             if not math.isfinite(item):
                 raise self.error(f"{key}[{i}]", "must be finite")
         return np.asarray(value, dtype=np.float64)
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def _check_shares(r: _Reader, key: str, shares: FloatArray, expected_len: int) -> None:

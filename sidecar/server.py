@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
 import os
-import signal
-import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import uvicorn
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -32,6 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from structlog.typing import FilteringBoundLogger
 
+from sidecar._listen import QuietServer, bind, run_loop, stop_on_signals, uvicorn_config
 from sidecar._shipping import ShippingPipeline
 from sidecar.counters import IngestCounters
 from sidecar.engine import EngineConfig
@@ -43,7 +38,7 @@ from sidecar.logs import configure_logging, get_logger
 from sidecar.metrics import ModelwatchCollector, build_registry, package_version
 from sidecar.monitors import MonitorRegistry
 from sidecar.profile import Profile, load_profile
-from sidecar.settings import Address, Settings, env_key, flag
+from sidecar.settings import Settings, env_key, flag
 from sidecar.window import slot_count
 
 EXIT_OK = 0
@@ -143,7 +138,7 @@ def run_serve(args: argparse.Namespace) -> int:
             path=str(path),
         )
     try:
-        _run(_serve_until_signalled(settings, profiles, logger))
+        run_loop(_serve_until_signalled(settings, profiles, logger))
     except ConfigError as exc:
         logger.error(str(exc), problems=exc.problems)
         return EXIT_USAGE
@@ -229,7 +224,7 @@ class Sidecar:
         self.metrics_app = MetricsApp(self.registry)
         self.ingest_port: int | None = None
         self.metrics_port: int | None = None
-        self._servers: list[_Listener] = []
+        self._servers: list[QuietServer] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -237,12 +232,12 @@ class Sidecar:
         if self.shipping is not None:
             self.shipping.start()
         try:
-            ingest_sock = _bind(self.settings.ingest_addr, "ingest_addr")
+            ingest_sock = bind(self.settings.ingest_addr, env_key("ingest_addr"))
         except ConfigError:
             await self._close_shipping()
             raise
         try:
-            metrics_sock = _bind(self.settings.metrics_addr, "metrics_addr")
+            metrics_sock = bind(self.settings.metrics_addr, env_key("metrics_addr"))
         except ConfigError:
             ingest_sock.close()
             await self._close_shipping()
@@ -253,7 +248,13 @@ class Sidecar:
             (self.ingest_app, ingest_sock, "on"),
             (self.metrics_app, metrics_sock, "off"),
         ):
-            server = _Listener(_uvicorn_config(app, self.settings, lifespan))
+            config = uvicorn_config(
+                app,
+                self.settings.log_level,
+                lifespan=lifespan,
+                grace_seconds=SHUTDOWN_GRACE_SECONDS,
+            )
+            server = QuietServer(config)
             self._servers.append(server)
             self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
         await self._wait_started()
@@ -410,72 +411,9 @@ def _header(scope: Scope, name: bytes) -> str:
 # --------------------------------------------------------------------------- plumbing
 
 
-class _Listener(uvicorn.Server):
-    """A uvicorn server that leaves signals alone: the sidecar stops both listeners together."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _uvicorn_config(app: object, settings: Settings, lifespan: str) -> uvicorn.Config:
-    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        log_config=None,
-        # uvicorn's info lines ("Started server process", twice) say less than our own
-        # start-up lines; keep its warnings and errors unless debugging.
-        log_level=level if level == logging.DEBUG else max(level, logging.WARNING),
-        access_log=False,
-        server_header=False,
-        lifespan=lifespan,  # type: ignore[arg-type]
-        ws="none",
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-    )
-
-
-def _bind(address: Address, setting: str) -> socket.socket:
-    """A bound TCP socket for ``address``; ConfigError naming the setting when that fails."""
-    try:
-        infos = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, kind, proto, _, sockaddr = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(sockaddr)
-        except OSError:
-            sock.close()
-            raise
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError({env_key(setting): f"cannot listen on {address}: {reason}"}) from exc
-    return sock
-
-
 async def _serve_until_signalled(
     settings: Settings, profiles: Sequence[Profile], logger: FilteringBoundLogger
 ) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        logger.info("shutting down", signal=signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    stop_on_signals(logger, stop.set)
     await serve(settings, profiles, logger=logger, stop=stop)
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on uvloop when it is installed, else on the standard asyncio loop."""
-    try:
-        import uvloop
-    except ModuleNotFoundError:
-        factory = None
-    else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
