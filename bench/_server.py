@@ -77,10 +77,19 @@ def _ingest_port(line: str) -> int | None:
 
 @contextmanager
 def running(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Iterator[Running]:
-    """Start ``python argv…`` from the repository root, wait for its ingest port, stop it after."""
+    """Start ``python argv…`` from the repository root, wait for its ingest port, stop it after.
+
+    A sidecar spools and writes its NDJSON logs in this run's temporary folder unless ``env``
+    names other folders: never in the repository's ``var/``, where a developer's sidecar or a
+    test run may hold the spool's lock.
+    """
     with tempfile.TemporaryDirectory(prefix="modelwatch-bench-") as tmp:
         stderr_path = Path(tmp) / "stderr.log"
-        full_env = {**os.environ, **(env or {})}
+        folders = {
+            "MODELWATCH_SPOOL_DIR": str(Path(tmp) / "spool"),
+            "MODELWATCH_LOG_DIR": str(Path(tmp) / "predictions"),
+        }
+        full_env = {**os.environ, **folders, **(env or {})}
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
                 [sys.executable, *argv],

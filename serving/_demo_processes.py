@@ -123,6 +123,8 @@ def start_sidecar(
     profile: Path,
     log_path: Path,
     *,
+    spool_dir: Path,
+    predictions_dir: Path,
     window_seconds: float,
     slot_seconds: float = 1.0,
     ingest_port: int = 0,
@@ -131,14 +133,19 @@ def start_sidecar(
 ) -> tuple[ManagedProcess, int, int]:
     """``python -m sidecar serve`` on loopback: the process, its ingest and metrics ports.
 
-    ``ingest_port`` 0 picks a free port; a fixed one lets a restarted sidecar take the place
-    of a stopped one, as the model server expects.
+    ``spool_dir`` and ``predictions_dir`` (the NDJSON prediction logs) are required: the
+    sidecar's defaults are folders of the working directory, locked by one sidecar at a time,
+    so each caller names its own. A restarted sidecar given the same spool ships what its
+    predecessor left there. ``ingest_port`` 0 picks a free port; a fixed one lets a restarted
+    sidecar take the place of a stopped one, as the model server expects.
     """
     env = {
         **(environ if environ is not None else os.environ),
         "MODELWATCH_WINDOW_SECONDS": f"{window_seconds:g}",
         "MODELWATCH_SLOT_SECONDS": f"{slot_seconds:g}",
         "MODELWATCH_LOG_FORMAT": "json",
+        "MODELWATCH_SPOOL_DIR": str(spool_dir),
+        "MODELWATCH_LOG_DIR": str(predictions_dir),
     }
     argv = python_module(
         "sidecar", "serve", "--profile", str(profile), "--ingest-addr", f"127.0.0.1:{ingest_port}",

@@ -7,8 +7,11 @@ and retries hidden inside the client would stretch a batch past the shipper's ba
 
 Outcome rules (``docs/elasticsearch.md``): per item, 2xx delivered, 409 duplicate, 429 and 5xx
 retry, any other status dead with the error's ``type: reason``. For the whole request,
-connection trouble, timeouts, 408, 429 and 5xx retry every item; any other 4xx (bad request,
-authentication, authorisation) marks every item dead, since sending it again cannot help.
+connection trouble, timeouts, 408, 429 and 5xx retry every item. So do 401, 403 and 404: they
+say nothing about the documents but that the sidecar is misconfigured (credentials, privileges,
+URL), and an operator's fix must not find the stream already dead-lettered; the reason carries a
+hint, and the shipper logs it once per retry episode. Any other 4xx (bad request, body too
+large) marks every item dead, since sending the same request again cannot help.
 """
 
 from __future__ import annotations
@@ -27,9 +30,19 @@ from sidecar._sink_types import (
     retry_all,
 )
 from sidecar.documents import Document
+from sidecar.es_settings import API_KEY_KEY, PASSWORD_KEY, URL_KEY, USERNAME_KEY
 
 MAX_REASON_CHARS = 1000
 _RETRY_STATUSES = frozenset({408, 429})
+_CONFIGURATION_HINTS = {
+    401: f"check the credentials: {API_KEY_KEY}, or {USERNAME_KEY} and {PASSWORD_KEY}",
+    403: (
+        "the API key or user needs the create_doc and auto_configure privileges on "
+        "logs-modelwatch.predictions-* and metrics-modelwatch.drift-*"
+    ),
+    404: f"{URL_KEY} does not lead to Elasticsearch's bulk API",
+}
+"""Whole-request answers that mean a configuration mistake: retried, with what to fix."""
 
 
 class ElasticsearchSink:
@@ -100,10 +113,13 @@ def _request_failed(exc: ApiError, count: int) -> list[ItemResult]:
     status = exc.meta.status
     body = exc.body
     error = body.get("error") if isinstance(body, dict) else body
-    reason = _clip(f"bulk request failed with HTTP {status}: {_error_text(error)}")
+    hint = _CONFIGURATION_HINTS.get(status)
+    # The hint goes before Elasticsearch's text, which can be long enough to be clipped.
+    failed = f"bulk request failed with HTTP {status}" + ("" if hint is None else f" ({hint})")
+    reason = _clip(f"{failed}: {_error_text(error)}")
     # Below 400 means an answer that could not be read (e.g. not from Elasticsearch): no
     # verdict on the documents, so keep them.
-    if status < 400 or status in _RETRY_STATUSES or status >= 500:
+    if hint is not None or status < 400 or status in _RETRY_STATUSES or status >= 500:
         return retry_all(count, reason)
     return dead_all(count, reason)
 

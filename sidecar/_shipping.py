@@ -11,7 +11,6 @@ events are counted ``dropped`` and the spool logs once per episode.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Iterable
 
@@ -125,8 +124,5 @@ def _sink(settings: Settings) -> Sink:
         from sidecar._es_sink import ElasticsearchSink
         from sidecar.es_settings import build_client
 
-        # The client logs every request at info; one line per bulk would flood the sidecar's
-        # log. Failures still show: the shipper logs each retry episode.
-        logging.getLogger("elastic_transport.transport").setLevel(logging.WARNING)
         return ElasticsearchSink(build_client(settings.es))
     return NdjsonFileSink(settings.log_dir)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Never, TextIO, cast
+from typing import TYPE_CHECKING, Never, TextIO
 
 from tqdm import tqdm
 
@@ -156,7 +156,7 @@ def _setup(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     return run_setup(
         settings,
-        cast(Any, logger),  # es_setup's logger protocol is narrower than structlog's signature
+        logger,
         rollover_max_age=args.rollover_max_age,
         rollover_max_primary_shard_size=args.rollover_max_primary_shard_size,
         retention_days=args.retention_days,

@@ -12,6 +12,7 @@ that never retries on its own: the shipper owns retries. Keys are documented in
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 SECRET_MASK = "***"  # noqa: S105 - the mask shown instead of a secret, not a secret
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 30.0
+CLIENT_REQUEST_LOGGER = "elastic_transport.transport"
+"""The client's per-request logger; ``build_client`` keeps it to warnings and above."""
 
 URL_KEY = "MODELWATCH_ES_URL"
 API_KEY_KEY = "MODELWATCH_ES_API_KEY"
@@ -199,6 +202,9 @@ def build_client(settings: EsSettings) -> Elasticsearch:
             options["ca_certs"] = str(settings.ca_file)
     from elasticsearch import Elasticsearch
 
+    # The client logs every request at info: one line per bulk would flood the sidecar's log,
+    # and setup logs its own outcome. Failures still show (the shipper logs each retry episode).
+    logging.getLogger(CLIENT_REQUEST_LOGGER).setLevel(logging.WARNING)
     return Elasticsearch(list(settings.urls), **options)
 
 

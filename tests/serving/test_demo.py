@@ -146,3 +146,10 @@ def test_short_demo_catches_the_drift_and_leaves_no_process(
             os.kill(pid, 0)
     for name in ("drift.json", "serving-metrics.prom", "sidecar-metrics.prom"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+    predictions = tmp_path / "out" / demo.PREDICTIONS_DIR
+    assert f"prediction logs: {predictions}/ (NDJSON" in output
+    written = [
+        line for path in predictions.glob("*.ndjson") for line in path.read_bytes().splitlines()
+    ]
+    assert written  # the sidecar, stopped after the model server, shipped what it spooled
+    assert (tmp_path / "out" / demo.SPOOL_DIR / "committed.json").is_file()

@@ -32,6 +32,7 @@ from serving.loadgen import (
     run_load,
 )
 from tests.support.fake_sidecar import wait_for
+from tests.support.sidecar_dirs import log_dir, spool_dir
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +96,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train.build(tmp_path_factory.mktemp("model") / "1").directory
 
 
+def _dirs(tmp_path: Path) -> dict[str, Path]:
+    """The sidecar's spool and NDJSON folders under ``tmp_path``, never the repository's var/."""
+    return {"spool_dir": spool_dir(tmp_path), "predictions_dir": log_dir(tmp_path)}
+
+
 @pytest.fixture
 def processes() -> Iterator[list[ManagedProcess]]:
     started: list[ManagedProcess] = []
@@ -131,7 +137,10 @@ def test_drift_scenario_moves_only_the_shifted_features(
     for 200 rows against 369).
     """
     sidecar, ingest, _ = start_sidecar(
-        model_dir / train.PROFILE_FILE, tmp_path / "sidecar.log", window_seconds=600
+        model_dir / train.PROFILE_FILE,
+        tmp_path / "sidecar.log",
+        window_seconds=600,
+        **_dirs(tmp_path),
     )
     processes.append(sidecar)
     server, port = start_model_server(
@@ -191,6 +200,7 @@ def test_sidecar_down_from_the_start(
         tmp_path / "sidecar.log",
         window_seconds=600,
         ingest_port=port_for_sidecar,
+        **_dirs(tmp_path),
     )
     processes.append(sidecar)
     wait_for(_drained(port, predictions), timeout=DRAIN_SECONDS)
@@ -206,7 +216,11 @@ def test_sidecar_killed_mid_run(
     ingest_port = free_port()
     profile = model_dir / train.PROFILE_FILE
     first, _, _ = start_sidecar(
-        profile, tmp_path / "sidecar-1.log", window_seconds=600, ingest_port=ingest_port
+        profile,
+        tmp_path / "sidecar-1.log",
+        window_seconds=600,
+        ingest_port=ingest_port,
+        **_dirs(tmp_path),  # the same spool: the restart ships what the first one left
     )
     processes.append(first)
     server, port = start_model_server(
@@ -240,7 +254,11 @@ def test_sidecar_killed_mid_run(
     predictions = result.instances
 
     second, _, _ = start_sidecar(
-        profile, tmp_path / "sidecar-2.log", window_seconds=600, ingest_port=ingest_port
+        profile,
+        tmp_path / "sidecar-2.log",
+        window_seconds=600,
+        ingest_port=ingest_port,
+        **_dirs(tmp_path),  # the same spool: the restart ships what the first one left
     )
     processes.append(second)
     wait_for(_drained(port, predictions), timeout=DRAIN_SECONDS)
@@ -339,7 +357,10 @@ def test_sidecar_answering_slowly(
     Every prediction succeeds and every event is accounted: sent + dropped + rejected.
     """
     sidecar, ingest, _ = start_sidecar(
-        model_dir / train.PROFILE_FILE, tmp_path / "sidecar.log", window_seconds=600
+        model_dir / train.PROFILE_FILE,
+        tmp_path / "sidecar.log",
+        window_seconds=600,
+        **_dirs(tmp_path),
     )
     processes.append(sidecar)
     with SlowProxy(ingest, delay=0.3, timeouts=2, timeout_delay=2.5) as proxy:

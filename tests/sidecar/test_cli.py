@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,9 @@ import pyarrow.csv as pa_csv
 import pytest
 
 from sidecar.cli import main
-from sidecar.profile import CategoricalProfile, NumericProfile, load_profile
+from sidecar.profile import CategoricalProfile, NumericProfile, dump_profile, load_profile
+from tests.support.profiles import make_profile
+from tests.support.sidecar_dirs import dirs_environ
 
 
 def _training_csv(tmp_path: Path, rows: int = 3_000) -> Path:
@@ -211,14 +215,72 @@ def test_progress_bar_is_drawn_on_a_terminal_unless_quiet(
     assert ("pass 1/2" in drawn_text) is drawn
 
 
-def test_serving_never_imports_pyarrow() -> None:
-    """The CLI and the serve path load without pyarrow, which only profile builds need."""
-    code = (
-        "import sys, sidecar.cli, sidecar.server\n"
-        "sidecar.cli._parser(serve_requested=True)\n"
-        "assert 'pyarrow' not in sys.modules, sorted(m for m in sys.modules if 'arrow' in m)\n"
-    )
+HEAVY_MODULES = ("elasticsearch", "pyarrow", "scipy.stats")
+"""About 80 MiB of resident memory together; a file-sink sidecar needs none of them."""
+
+_SERVE_AND_SHIP = """
+import json, os, signal, sys, threading, time, urllib.request
+from pathlib import Path
+
+from sidecar.cli import main
+
+port, profile, folders = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+heavy = sys.argv[4].split(",")
+seen = {}
+
+def drive():
+    body = json.dumps({"model": "m", "version": "1", "events": [
+        {"id": "e1", "timestamp": "2026-01-01T00:00:00Z", "latency_seconds": 0.01,
+         "features": {"x": 0.5}, "prediction": None}]}).encode()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/events", body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                seen["status"] = answer.status
+            break
+        except OSError:
+            time.sleep(0.05)
+    while time.monotonic() < deadline and not any(
+        path.stat().st_size for path in (folders / "predictions").glob("*.ndjson")
+    ):
+        time.sleep(0.05)
+    seen["shipped"] = any(
+        path.stat().st_size for path in (folders / "predictions").glob("*.ndjson"))
+    seen["while serving"] = [m for m in heavy if m in sys.modules]
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=drive, daemon=True).start()
+code = main(["serve", "--profile", profile, "--ingest-addr", f"127.0.0.1:{port}",
+             "--metrics-addr", "127.0.0.1:0"])
+seen["code"] = code
+seen["after shutdown"] = [m for m in heavy if m in sys.modules]
+print(json.dumps(seen))
+"""
+
+
+def test_serve_with_the_file_sink_never_imports_heavy_modules(tmp_path: Path) -> None:
+    """Serving and shipping an event to NDJSON loads no ES client, pyarrow or scipy.stats."""
+    rng = np.random.default_rng(6)
+    profile = tmp_path / "m.json"
+    dump_profile(make_profile("m", "1", {"x": rng.normal(size=200)}), profile)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELWATCH_")}
+    env.update(dirs_environ(tmp_path))
+    heavy = ",".join(HEAVY_MODULES)
+    with socket.socket() as sock:  # a port free a moment ago: the child must know it up front
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        [sys.executable, "-c", _SERVE_AND_SHIP, str(port), str(profile), str(tmp_path), heavy],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
+    seen = orjson.loads(result.stdout.splitlines()[-1])
+    assert (seen.get("status"), seen["shipped"], seen["code"]) == (202, True, 0), result.stderr
+    assert seen["while serving"] == []
+    assert seen["after shutdown"] == []

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import httpx
 import pytest
 from elasticsearch import (
     ApiError,
@@ -112,10 +113,10 @@ def test_info_passes_the_clients_product_check(es: Elasticsearch) -> None:
     assert info.meta.headers["x-elastic-product"] == "Elasticsearch"
 
 
-def test_responses_echo_the_compatible_media_type(es: Elasticsearch) -> None:
-    """A request asking compatible-with=9 gets that media type back, as a real node answers."""
+def test_a_9x_node_answers_the_pinned_8x_client(es: Elasticsearch) -> None:
+    """The pinned 8.x client asks compatible-with=8; a 9.x node accepts it and echoes that type."""
     content_type = es.info().meta.headers["content-type"]
-    assert content_type == "application/vnd.elasticsearch+json;compatible-with=9"
+    assert content_type == "application/vnd.elasticsearch+json;compatible-with=8"
 
 
 def test_ping_uses_head(es: Elasticsearch) -> None:
@@ -123,12 +124,24 @@ def test_ping_uses_head(es: Elasticsearch) -> None:
     assert es.ping() is True
 
 
-def test_an_8x_node_refuses_a_client_asking_for_compatibility_with_9() -> None:
-    """Compatibility headers must name the node's major or the one before: 9 fails on 8.x."""
+def test_an_8x_node_answers_the_pinned_8x_client() -> None:
+    """The pinned client reads an 8.x node too: the same compatible-with=8 requests succeed."""
     with EsServer(version="8.17.0") as old, Elasticsearch(old.url, max_retries=0) as client:
-        with pytest.raises(BadRequestError) as raised:
-            client.info()
-        assert raised.value.error == "media_type_header_exception"
+        info = client.info()
+    assert info["version"]["number"] == "8.17.0"
+    assert info.meta.headers["content-type"].endswith("compatible-with=8")
+
+
+def test_an_8x_node_refuses_a_request_asking_for_compatibility_with_9() -> None:
+    """Compatibility headers must name the node's major or the one before: 9 fails on 8.x.
+
+    That is what a 9.x client sends, and why the client is pinned below 9.
+    """
+    media_type = "application/vnd.elasticsearch+json; compatible-with=9"
+    with EsServer(version="8.17.0") as old:
+        answer = httpx.get(old.url, headers={"Accept": media_type}, timeout=10)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "media_type_header_exception"
 
 
 def test_templates_and_policy_round_trip(es: Elasticsearch) -> None:

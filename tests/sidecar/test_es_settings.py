@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from sidecar.errors import ConfigError
 from sidecar.es_settings import (
+    CLIENT_REQUEST_LOGGER,
     SECRET_MASK,
     EsSettings,
     Secret,
@@ -187,6 +189,17 @@ def test_client_is_built_without_retries_and_with_the_credentials() -> None:
         assert API_KEY not in repr(client)
     finally:
         client.close()
+
+
+def test_building_a_client_quiets_its_per_request_info_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """build_client raises the client's request logger to WARNING, so bulks log nothing at info."""
+    request_logger = logging.getLogger(CLIENT_REQUEST_LOGGER)
+    monkeypatch.setattr(request_logger, "level", logging.NOTSET)
+    client = build_client(EsSettings.from_environ({"MODELWATCH_ES_URL": "http://127.0.0.1:1"}))
+    client.close()
+    assert request_logger.level == logging.WARNING
 
 
 def test_https_client_gets_the_ca_file(tmp_path: Path) -> None:

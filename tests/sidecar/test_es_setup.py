@@ -34,10 +34,10 @@ class _Log:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str, dict[str, Any]]] = []
 
-    def info(self, event: str, /, **fields: Any) -> None:
+    def info(self, event: str, *args: Any, **fields: Any) -> None:
         self.lines.append(("info", event, fields))
 
-    def error(self, event: str, /, **fields: Any) -> None:
+    def error(self, event: str, *args: Any, **fields: Any) -> None:
         self.lines.append(("error", event, fields))
 
 

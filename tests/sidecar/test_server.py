@@ -31,6 +31,7 @@ from sidecar.profile import Profile, dump_profile, profile_to_json
 from sidecar.server import Sidecar, add_serve_arguments, run_serve
 from sidecar.settings import Settings
 from tests.support.profiles import make_profile
+from tests.support.sidecar_dirs import KEYS, dirs_environ, dirs_overrides, log_dir, spool_dir
 from tests.support.tools import promtool_check_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,19 @@ def _reset_logging() -> Iterator[None]:
     structlog.reset_defaults()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _own_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """run_serve reads os.environ: its spool and NDJSON folders go under tmp_path, not var/."""
+    for key, value in dirs_environ(tmp_path).items():
+        monkeypatch.setenv(key, value)
+
+
+def _drop_modelwatch_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset the developer's MODELWATCH_* keys, all but the folders ``_own_folders`` set."""
+    for key in [k for k in os.environ if k.startswith("MODELWATCH_") and k not in KEYS]:
+        monkeypatch.delenv(key)
 
 
 def _profile() -> Profile:
@@ -93,6 +107,7 @@ def _settings(profile_path: Path, **env: str) -> Settings:
             "profiles": [str(profile_path)],
             "ingest_addr": "127.0.0.1:0",
             "metrics_addr": "127.0.0.1:0",
+            **dirs_overrides(profile_path.parent),
         },
     )
 
@@ -211,6 +226,7 @@ def test_a_taken_port_is_a_config_error(profile_path: Path) -> None:
                 "profiles": [str(profile_path)],
                 "ingest_addr": f"127.0.0.1:{port}",
                 "metrics_addr": "127.0.0.1:0",
+                **dirs_overrides(profile_path.parent),
             },
         )
         sidecar = Sidecar(settings, [_profile()], logger=get_logger())
@@ -257,8 +273,7 @@ def test_bad_profile_exits_2_naming_file_and_field(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """A profile with a bad field ends run_serve with 2 and a line naming the file and field."""
-    for key in [k for k in os.environ if k.startswith("MODELWATCH_")]:
-        monkeypatch.delenv(key)
+    _drop_modelwatch_keys(monkeypatch)
     doc = profile_to_json(_profile())
     doc["features"][0]["psi"]["shares"][0] = 5.0
     bad = tmp_path / "bad.json"
@@ -274,8 +289,7 @@ def test_two_profiles_for_one_model_version_are_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Two files for the same model version end run_serve with 2, naming the second file."""
-    for key in [k for k in os.environ if k.startswith("MODELWATCH_")]:
-        monkeypatch.delenv(key)
+    _drop_modelwatch_keys(monkeypatch)
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     dump_profile(_profile(), first)
     dump_profile(_profile(), second)
@@ -302,8 +316,7 @@ def test_running_out_of_memory_for_the_monitors_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], profile_path: Path
 ) -> None:
     """A MemoryError while building the monitors ends run_serve with 2 and one clear line."""
-    for key in [k for k in os.environ if k.startswith("MODELWATCH_")]:
-        monkeypatch.delenv(key)
+    _drop_modelwatch_keys(monkeypatch)
 
     def no_memory(*_: object) -> object:
         raise MemoryError("Unable to allocate 3.14 TiB for an array")
@@ -355,8 +368,9 @@ def test_a_stalled_body_is_answered_408_on_a_real_socket(profile_path: Path) -> 
 class _Process:
     """A ``python -m sidecar serve`` subprocess whose JSON log lines are read as they come."""
 
-    def __init__(self, *argv: str) -> None:
+    def __init__(self, *argv: str, folders: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELWATCH_")}
+        env.update(dirs_environ(folders))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sidecar", "serve", *argv],
             cwd=ROOT,
@@ -403,7 +417,10 @@ class _Process:
 
 
 def test_serve_process_end_to_end(profile_path: Path) -> None:
-    """The real process logs its ports, ingests, serves clean metrics and exits 0 on SIGTERM."""
+    """The real process logs its ports, ingests, serves clean metrics and exits 0 on SIGTERM.
+
+    Its spool and prediction logs are in the folders it was given, every event logged once.
+    """
     with _Process(
         "--profile",
         str(profile_path),
@@ -411,6 +428,7 @@ def test_serve_process_end_to_end(profile_path: Path) -> None:
         "127.0.0.1:0",
         "--metrics-addr",
         "127.0.0.1:0",
+        folders=profile_path.parent,
     ) as proc:
         starting = proc.wait_for("starting")
         assert starting["config"]["ingest_addr"] == "127.0.0.1:0"
@@ -430,6 +448,15 @@ def test_serve_process_end_to_end(profile_path: Path) -> None:
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.proc.wait(timeout=STARTUP_DEADLINE_S) == 0
         proc.wait_for("stopped")
+    assert spool_dir(profile_path.parent).is_dir()
+    lines = [
+        json.loads(line)
+        for path in log_dir(profile_path.parent).glob("predictions-*.ndjson")
+        for line in path.read_bytes().splitlines()
+    ]
+    assert sorted(line["create"]["_id"] for line in lines if "create" in line) == sorted(
+        f"e{i}" for i in range(25)
+    )
 
 
 def test_serve_process_with_too_many_slots_exits_2(profile_path: Path) -> None:
@@ -438,7 +465,8 @@ def test_serve_process_with_too_many_slots_exits_2(profile_path: Path) -> None:
     with pytest.raises(ConfigError) as expected:
         Settings.from_sources({}, {**overrides, "window_seconds": "100000"})
     argv = ("--profile", str(profile_path), "--slot-seconds", "0.001")
-    with _Process(*argv, "--window-seconds", "100000", "--ingest-addr", "127.0.0.1:0") as proc:
+    window = ("--window-seconds", "100000", "--ingest-addr", "127.0.0.1:0")
+    with _Process(*argv, *window, folders=profile_path.parent) as proc:
         assert proc.proc.wait(timeout=STARTUP_DEADLINE_S) == 2
         line = proc.wait_for(str(expected.value))
         assert "--window-seconds / --slot-seconds" in line["message"]
@@ -451,7 +479,7 @@ def test_serve_process_with_bad_profile_exits_2(tmp_path: Path) -> None:
     del doc["features"][1]["distinct"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(doc))
-    with _Process("--profile", str(bad), "--ingest-addr", "127.0.0.1:0") as proc:
+    with _Process("--profile", str(bad), "--ingest-addr", "127.0.0.1:0", folders=tmp_path) as proc:
         assert proc.proc.wait(timeout=STARTUP_DEADLINE_S) == 2
         line = proc.wait_for(f"{bad}: features[1].distinct: is required")
         assert line["log.level"] == "error"

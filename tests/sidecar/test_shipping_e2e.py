@@ -318,6 +318,47 @@ def test_mapping_errors_are_dead_lettered_without_blocking(
     assert "x" in line["reason"]
 
 
+def _log_records(side: Sidecar) -> list[dict[str, object]]:
+    lines = side.log.read_bytes().splitlines()
+    return [orjson.loads(line) for line in lines if line.startswith(b"{")]
+
+
+def test_rejected_credentials_are_retried_until_fixed_not_dead_lettered(
+    es_server: EsServer, profile_path: Path, tmp_path: Path
+) -> None:
+    """Bulks refused 401 keep the events spooled, logged once with a hint and no secret."""
+    secret = "key-id:do-not-log-this-secret"  # noqa: S105 - a made-up key to check masking
+    es_server.fail_requests(401, matching="_bulk")
+    env = {
+        "MODELWATCH_ES_URL": es_server.url,
+        "MODELWATCH_ES_API_KEY": secret,
+        "MODELWATCH_ES_MAX_BACKOFF_SECONDS": "0.1",
+    }
+    ids = [f"auth-{i}" for i in range(100)]
+    with sidecar(profile_path, tmp_path / "spool", **env) as side:
+        assert post(side.ingest_port, _body(ids)) == 202
+        retried = "modelwatch_es_documents_total"
+        wait_for(lambda: side.metric(retried, outcome="retried") >= 3 * len(ids), 30, "retries")
+        assert side.metric("modelwatch_es_dead_letter_total") == 0
+        es_server.clear_faults()
+        wait_for(lambda: _stored(es_server) == set(ids), 30, "the events to ship after the fix")
+        wait_for(
+            lambda: any(r["message"] == "sink accepting again" for r in _log_records(side)),
+            30,
+            "the end of the retry episode",
+        )
+        assert side.metric("modelwatch_es_documents_total", outcome="failed") == 0
+        episodes = [
+            r
+            for r in _log_records(side)
+            if r["message"] == "sink unavailable; retrying with backoff"
+        ]
+    assert len(episodes) == 1
+    assert "HTTP 401 (check the credentials: MODELWATCH_ES_API_KEY" in str(episodes[0]["reason"])
+    assert "do-not-log-this-secret" not in side.log.read_text()
+    assert not list((tmp_path / "spool" / "dead-letter").glob("*.ndjson"))
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

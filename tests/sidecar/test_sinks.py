@@ -306,6 +306,45 @@ def test_es_sink_bad_request_is_dead_for_all(es_server: EsServer, client: Any) -
     assert "HTTP 400: illegal_argument_exception" in (results[0].reason or "")
 
 
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (401, "check the credentials: MODELWATCH_ES_API_KEY"),
+        (403, "the API key or user needs the create_doc and auto_configure privileges"),
+        (404, "MODELWATCH_ES_URL does not lead to Elasticsearch's bulk API"),
+    ],
+)
+def test_es_sink_configuration_mistakes_are_retry_not_dead(
+    es_server: EsServer, status: int, hint: str
+) -> None:
+    """A whole bulk refused 401/403/404 is RETRY with a hint and no secret, then goes through."""
+    secret = "key-id:do-not-log-this-secret"  # noqa: S105 - a made-up key to check masking
+    client = build_client(
+        EsSettings.from_environ(
+            {"MODELWATCH_ES_URL": es_server.url, "MODELWATCH_ES_API_KEY": secret}
+        )
+    )
+    sink = ElasticsearchSink(client)
+    es_server.fail_requests(status, matching="_bulk")
+    results = sink.send(_documents(3))
+    assert _outcomes(results) == [Outcome.RETRY] * 3
+    reason = results[0].reason or ""
+    assert f"HTTP {status} ({hint}" in reason
+    assert "do-not-log-this-secret" not in reason
+    es_server.clear_faults()
+    assert _outcomes(sink.send(_documents(3))) == [Outcome.DELIVERED] * 3
+    sink.close()
+
+
+def test_es_sink_authentication_reason_keeps_elasticsearchs_words(
+    es_server: EsServer, client: Any
+) -> None:
+    """A 401's reason carries Elasticsearch's error type and reason after the hint."""
+    es_server.fail_requests(401, matching="_bulk")
+    (result,) = ElasticsearchSink(client).send(_documents(1))
+    assert "security_exception: unable to authenticate" in (result.reason or "")
+
+
 def test_es_sink_refused_connections_are_retry(es_server: EsServer, client: Any) -> None:
     """While the node refuses connections every document is RETRY; afterwards they go through."""
     sink = ElasticsearchSink(client)

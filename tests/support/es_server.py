@@ -81,6 +81,17 @@ _BULK_PARAMS = frozenset(
 _SEARCH_PARAMS = frozenset({"size", "from", "ignore_unavailable", "track_total_hits", "typed_keys"})
 _REQUEST_FAULTS = {
     400: ("illegal_argument_exception", "request refused by fault injection"),
+    401: (
+        "security_exception",
+        "unable to authenticate with provided credentials and anonymous access is not allowed "
+        "for this request",
+    ),
+    403: (
+        "security_exception",
+        "action [indices:data/write/bulk[s]] is unauthorized for API key id [fault-injection] "
+        "of user [modelwatch] on indices [logs-modelwatch.predictions-default], this action is "
+        "granted by the index privileges [create_doc,create,index,write,all]",
+    ),
     429: (
         "es_rejected_execution_exception",
         "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, "
@@ -217,7 +228,8 @@ class EsServer:
 
         Lasts for ``count`` requests, or ``for_seconds``, or until cleared (``status=None`` or
         :meth:`clear_faults`). ``matching`` limits it to request paths matching that regex
-        (``"_bulk"``). 429 is ``es_rejected_execution_exception``, 503 ``cluster_block_exception``;
+        (``"_bulk"``). 401 and 403 are ``security_exception``, 429
+        ``es_rejected_execution_exception``, 503 ``cluster_block_exception``;
         502 and 504 answer as a proxy in front of the cluster would: plain text, no product header.
         Note the client itself retries 429/502/503/504 (``max_retries``, default 3).
         """
