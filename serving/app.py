@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
@@ -41,7 +42,7 @@ from serving.instances import InstanceDecoder
 from serving.metadata import ModelMetadata
 from serving.metrics import ServingMetrics
 from serving.middleware import RequestContextMiddleware, current_context
-from serving.model import Model
+from serving.model import Model, Outputs
 from serving.prediction_log import PredictionLog
 from serving.settings import ServingSettings
 from sidecar._client_ids import new_event_id
@@ -51,6 +52,8 @@ SHUTDOWN_DRAIN_SECONDS = 10.0
 LOG_FLUSH_SECONDS = 5.0
 """How long the prediction log may take to flush after SIGTERM."""
 JSON = "application/json"
+_VERBS = (":predict", ":feedback")
+"""The ``{name}:verb`` routes; ``/v1/models/{name}`` must not take them as a model name."""
 
 
 class ServableModel(Model, Protocol):
@@ -155,7 +158,7 @@ def create_app(
         [
             _Route("/v1/models/{name}:predict", routes.predict, methods=["POST"]),
             _Route("/v1/models/{name}:feedback", routes.feedback, methods=["POST"]),
-            _Route("/v1/models/{name}", routes.model, methods=["GET"]),
+            _Route("/v1/models/{name}", routes.model, methods=["GET"], verbs=_VERBS),
             _Route("/v1/models", routes.models, methods=["GET"]),
             _Route("/healthz", routes.healthz, methods=["GET"]),
             _Route("/readyz", routes.readyz, methods=["GET"]),
@@ -171,13 +174,24 @@ class _Route(Route):
 
     The metrics middleware labels requests by ``scope["route"].path``; FastAPI's router leaves
     that key to its own route class, so a plain route sets it when it matches.
+
+    ``verbs`` are suffixes its ``{name}`` must not end with: ``GET /v1/models/m:predict`` is
+    a wrong method on the predict route (405 with ``Allow``), not metadata of model
+    ``m:predict``. Without them Starlette's ``{name}`` (anything but ``/``) would take it.
     """
+
+    def __init__(self, *args: Any, verbs: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._verbs = verbs
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         """Starlette's match, plus this route in the child scope when it matches at all."""
         match, child = super().matches(scope)
-        if match is not Match.NONE:
-            child["route"] = self
+        if match is Match.NONE:
+            return match, child
+        if self._verbs and str(child["path_params"].get("name", "")).endswith(self._verbs):
+            return Match.NONE, {}
+        child["route"] = self
         return match, child
 
 
@@ -221,8 +235,14 @@ class _Routes:
                 500, "model_error", "", f"the model failed on this request: {exc}"
             ) from None
         latency = time.perf_counter() - started
+        non_finite = _non_finite(outputs)
+        if non_finite is not None:
+            index, message = non_finite
+            self._failed(decoded.features, latency, f"instances[{index}]: {message}")
+            raise RequestError(422, "non_finite_output", f"instances[{index}]", message)
         self._metrics.model_duration.observe(latency)
         self._metrics.predictions("ok", count)
+        context = current_context()
         predictions = outputs.predictions.tolist()
         ids = [new_event_id() for _ in range(count)]
         answer: dict[str, Any] = {"predictions": predictions, "ids": ids}
@@ -237,7 +257,8 @@ class _Routes:
             latency_seconds=latency,
             event_ids=ids,
             scores=scores,
-            trace_id=current_context().trace_id,
+            trace_id=context.trace_id,
+            attributes={"request_id": context.request_id},
         )
         return Response(orjson.dumps(answer), media_type=JSON)
 
@@ -303,25 +324,36 @@ class _Routes:
         return batcher
 
     async def _body(self, request: Request) -> bytes:
+        """The body, read chunk by chunk and refused as soon as it passes the limit.
+
+        A declared ``Content-Length`` over the limit is refused before reading; a chunked
+        body (no length) is refused at the chunk that crosses it, so at most the limit plus
+        one chunk is ever held.
+        """
         limit = self._settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(int(declared), limit)
-        body = await request.body()
-        if len(body) > limit:
-            raise _too_large(len(body), limit)
-        return body
+            raise _too_large(f"is {int(declared)} bytes", limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(f"is over {limit} bytes (read {size} so far)", limit)
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _failed(self, features: list[dict[str, Any]], latency: float, reason: str) -> None:
         self._metrics.predictions("error", len(features))
         self._logger.warning("prediction failed", error=reason, instances=len(features))
+        context = current_context()
         self._log.log_many(
             features=features,
             predictions=[None] * len(features),
             latency_seconds=latency,
             status="error",
-            trace_id=current_context().trace_id,
-            attributes={"error": reason},
+            trace_id=context.trace_id,
+            attributes={"error": reason, "request_id": context.request_id},
         )
 
 
@@ -346,8 +378,37 @@ def _unavailable(message: str) -> RequestError:
     return RequestError(503, "not_ready", "", message)
 
 
-def _too_large(size: int, limit: int) -> RequestError:
-    return RequestError(413, "body_too_large", "", f"the body is {size} bytes; at most {limit}")
+def _too_large(size: str, limit: int) -> RequestError:
+    return RequestError(413, "body_too_large", "", f"the body {size}; at most {limit}")
+
+
+def _non_finite(outputs: Outputs) -> tuple[int, str] | None:
+    """The first instance whose prediction or scores are NaN or infinite, and why; else None.
+
+    An input near its dtype's limit (every feature at 3.4e38, say) can overflow inside the
+    model; its answer would be JSON ``null`` in place of a number, which looks like success.
+    """
+    rows = len(outputs)
+    bad = np.zeros(rows, dtype=bool)
+    parts: list[tuple[str, Any]] = []
+    predictions = outputs.predictions
+    if predictions.dtype.kind in "fc" and not np.isfinite(predictions).all():
+        parts.append(("prediction", ~np.isfinite(predictions)))
+    scores = outputs.scores
+    if scores is not None and scores.dtype.kind in "fc" and not np.isfinite(scores).all():
+        parts.append(("scores", (~np.isfinite(scores.reshape(rows, -1))).any(axis=1)))
+    if not parts:
+        return None
+    for _, rows_bad in parts:
+        bad |= rows_bad
+    index = int(np.argmax(bad))
+    which = " and ".join(name for name, rows_bad in parts if rows_bad[index])
+    others = int(bad.sum()) - 1
+    also = f"; {others} other instance(s) of this request too" if others else ""
+    return index, (
+        f"the model's {which} for this instance is not finite (NaN or infinity): its values "
+        f"overflow the model{also}"
+    )
 
 
 async def _request_error(_: Request, exc: RequestError) -> Response:

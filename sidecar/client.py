@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from sidecar._client_arguments import check_arguments
 from sidecar._client_delivery import Problem, deliver
@@ -129,7 +129,10 @@ class PredictionLogger:
         self._rng = random.Random() if rng is None else rng
         log: Log = logging.getLogger(__name__) if logger is None else logger
         self._notes = Throttle(
-            log, clock, f"prediction logger ({model} {version}): ", LOG_EVERY_SECONDS
+            _with_model_fields(log, model, version),
+            clock,
+            f"prediction logger ({model} {version}): ",
+            LOG_EVERY_SECONDS,
         )
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -144,7 +147,7 @@ class PredictionLogger:
         if registry is not None:
             from sidecar import _client_metrics
 
-            _client_metrics.register(registry, self.stats, max_buffer)
+            _client_metrics.register(registry, self.stats, max_buffer, model=model, version=version)
 
     # ------------------------------------------------------------------ the prediction path
 
@@ -520,3 +523,19 @@ class PredictionLogger:
                 close()
             except Exception as exc:
                 self._notes.warn("internal", f"closing the transport: {exc!r}")
+
+
+def _with_model_fields(log: Log, model: str, version: str) -> Log:
+    """``log`` with the model as structured fields, so a log search can filter on them.
+
+    A structlog logger gets them bound; a stdlib logger gets them as record attributes (what
+    a formatter with extras shows). Any other ``Log`` is used as given: the message text names
+    the model either way.
+    """
+    fields = {"ml.model.name": model, "ml.model.version": version}
+    if isinstance(log, logging.Logger):
+        return logging.LoggerAdapter(log, fields)
+    bind = getattr(log, "bind", None)
+    if callable(bind):
+        return cast(Log, bind(**fields))
+    return log

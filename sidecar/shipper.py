@@ -153,7 +153,7 @@ class Shipper:
         with self._drift_lock:
             if len(self._drift) >= self.config.drift_queue:
                 oldest, _ = self._drift.popleft()
-                self.stats.count("dropped", sum(len(s.features) + 1 for s in oldest))
+                self.stats.count("dropped", _drift_documents([(oldest, wall_time)]))
             self._drift.append((tuple(snapshots), wall_time))
         self.notify()
 
@@ -218,17 +218,40 @@ class Shipper:
             self._drift.clear()
         if not rounds:
             return False
-        documents = [
-            doc
-            for snaps, wall in rounds
-            for snap in snaps
-            for doc in self._builder.drift(snap, wall)
-        ]
-        done = self._deliver(documents)
+        try:
+            documents = [
+                doc
+                for snaps, wall in rounds
+                for snap in snaps
+                for doc in self._builder.drift(snap, wall)
+            ]
+        except Exception as exc:
+            # Why: building is deterministic, so a retry would fail the same way and hold up
+            # the spool behind it; the snapshots are counted as lost instead.
+            lost = _drift_documents(rounds)
+            self.stats.count("dropped", lost)
+            self._logger.error(
+                "cannot build drift documents; snapshots dropped", documents=lost, error=repr(exc)
+            )
+            return True
+        try:
+            done = self._deliver(documents)
+        except Exception:
+            # Why: a sink that raises may answer next time; the rounds go back to the front of
+            # the queue (documents have stable ids, so a replay stores duplicates, not copies).
+            self._requeue_drift(rounds)
+            raise
         if done < len(documents):
             # Interrupted by stop(): these snapshots live in memory only; say they are lost.
             self.stats.count("dropped", len(documents) - done)
         return True
+
+    def _requeue_drift(self, rounds: list[tuple[tuple[DriftSnapshot, ...], float]]) -> None:
+        with self._drift_lock:
+            self._drift.extendleft(reversed(rounds))
+            while len(self._drift) > self.config.drift_queue:
+                oldest, _ = self._drift.popleft()
+                self.stats.count("dropped", _drift_documents([(oldest, 0.0)]))
 
     def _decode(self, records: list[SpoolRecord]) -> _Pending:
         pending = _Pending([], [], [])
@@ -365,3 +388,8 @@ class Shipper:
             self.config.max_backoff_seconds,
             self._rand,
         )
+
+
+def _drift_documents(rounds: Sequence[tuple[Sequence[DriftSnapshot], float]]) -> int:
+    """How many documents ``rounds`` become: one per feature plus one per snapshot."""
+    return sum(len(snap.features) + 1 for snaps, _ in rounds for snap in snaps)

@@ -301,6 +301,20 @@ async def test_categorical_feature_reaches_the_model(
 
 
 @pytest.mark.anyio
+async def test_an_unseen_category_is_accepted_and_scored(
+    classifier: tuple[Path, ModelMetadata],
+) -> None:
+    """A category the encoder never saw is scored (the one-hot encoder ignores it), not refused."""
+    rows = [{**ROW, "size_class": "enormous"}]
+    async with serving(*classifier) as h:
+        answer = await h.client.post(PREDICT, json={"instances": rows})
+        events = list(h.log.events)
+    assert answer.status_code == 200
+    assert all(v is not None for v in answer.json()["scores"][0].values())
+    assert events[0]["features"]["size_class"] == "enormous"
+
+
+@pytest.mark.anyio
 async def test_regressor_predicts_its_linear_function(
     regressor: tuple[Path, ModelMetadata],
 ) -> None:
@@ -354,6 +368,37 @@ async def test_response_headers_carry_model_and_request_id(
     assert events[0]["trace_id"] == "req-42"  # no traceparent: the request id is the trace id
     assert len(minted.headers["x-request-id"]) == 32
     assert error.headers["x-model-version"] == "3"
+
+
+@pytest.mark.anyio
+async def test_request_id_reaches_every_logged_event_beside_the_trace_id(
+    classifier: tuple[Path, ModelMetadata],
+) -> None:
+    """Beside a traceparent, the X-Request-ID reaches each event as ``attributes.request_id``."""
+    headers = {"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01", "X-Request-ID": "req-7"}
+    async with serving(*classifier) as h:
+        ok = await h.client.post(PREDICT, json={"instances": [ROW, ROW]}, headers=headers)
+        events = list(h.log.events)
+    assert ok.status_code == 200
+    assert [e["attributes"] for e in events] == [{"request_id": "req-7"}] * 2
+    assert {e["trace_id"] for e in events} == {TRACE}
+
+
+@pytest.mark.anyio
+async def test_a_failed_request_logs_its_request_id(
+    classifier: tuple[Path, ModelMetadata],
+) -> None:
+    """Events of a request the model failed carry the request id beside the error."""
+    async with serving(*classifier, wrap=ScriptedModel) as h:
+        answer = await h.client.post(
+            PREDICT,
+            json={"instances": [{**ROW, "mean_radius": 666.0}]},
+            headers={"X-Request-ID": "req-8"},
+        )
+        events = list(h.log.events)
+    assert answer.status_code == 500
+    assert events[0]["attributes"]["request_id"] == "req-8"
+    assert "cursed" in events[0]["attributes"]["error"]
 
 
 # --------------------------------------------------------------------------- bad requests
@@ -485,6 +530,65 @@ async def test_oversized_body_is_413(classifier: tuple[Path, ModelMetadata]) -> 
 
 
 @pytest.mark.anyio
+async def test_chunked_body_over_the_limit_is_413_without_reading_it_all(
+    classifier: tuple[Path, ModelMetadata],
+) -> None:
+    """A body with no Content-Length is refused at the chunk that passes max_body_bytes."""
+    chunk = b" " * 1024
+    sent: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(1_000):  # 1 MiB offered; a server reading it all would take every chunk
+            sent.append(len(chunk))
+            yield chunk
+
+    async with serving(*classifier, max_body_bytes=4096) as h:
+        answer = await h.client.post(PREDICT, content=endless())
+    assert "content-length" not in answer.request.headers
+    assert answer.status_code == 413
+    assert answer.json()["reason"] == "body_too_large"
+    assert sum(sent) <= 4096 + len(chunk)
+
+
+@pytest.mark.anyio
+async def test_chunked_body_within_the_limit_is_read_whole(
+    classifier: tuple[Path, ModelMetadata],
+) -> None:
+    """A body in several chunks with no Content-Length is joined and scored."""
+    body = orjson.dumps({"instances": [ROW] * 3})
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 16):
+            yield body[start : start + 16]
+
+    async with serving(*classifier) as h:
+        answer = await h.client.post(PREDICT, content=pieces())
+    assert answer.status_code == 200
+    assert answer.json()["predictions"] == [1, 1, 1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/models/tumour:predict", "POST"),
+        ("GET", "/v1/models/tumour:feedback", "POST"),
+        ("DELETE", "/v1/models/tumour", "GET, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+    ],
+)
+async def test_wrong_method_on_a_known_route_is_a_json_405(
+    classifier: tuple[Path, ModelMetadata], method: str, path: str, allow: str
+) -> None:
+    """A wrong method on a known route is 405 with Allow, not a 404 for an odd model name."""
+    async with serving(*classifier) as h:
+        answer = await h.client.request(method, path)
+    assert answer.status_code == 405
+    assert set(answer.headers["allow"].split(", ")) == set(allow.split(", "))
+    assert answer.json()["reason"] == "method_not_allowed"
+
+
+@pytest.mark.anyio
 async def test_unknown_path_is_a_json_404(classifier: tuple[Path, ModelMetadata]) -> None:
     """An unknown path gets a JSON 404 and is counted under the bounded 'unmatched' route."""
     async with serving(*classifier) as h:
@@ -568,6 +672,77 @@ async def test_a_failing_request_does_not_fail_its_batch(
     assert failed[0]["prediction"] is None
     assert "cursed" in failed[0]["attributes"]["error"]
     assert (errors, oks) == (1, 3)
+
+
+class NonFiniteScores:
+    """Wraps a real model: any row with mean_radius 777 gets NaN scores, as an overflow would."""
+
+    provider = "TestProvider"
+
+    def __init__(self, inner: ServableModel) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def predict(self, inputs: Inputs) -> Outputs:
+        self.calls += 1
+        outputs = self.inner.predict(inputs)
+        assert outputs.scores is not None
+        scores = outputs.scores.copy()
+        scores[inputs["mean_radius"][:, 0] == 777] = np.nan
+        return Outputs(outputs.predictions, scores)
+
+
+@pytest.mark.anyio
+async def test_an_overflowing_row_is_422_naming_the_instance(
+    regressor: tuple[Path, ModelMetadata],
+) -> None:
+    """Features at float32's limit overflow the regressor: 422 naming the row, logged as error."""
+    rows = [[1.0, 2.0, 3.0], [3.4e38, 3.4e38, 3.4e38]]
+    async with serving(*regressor) as h:
+        answer = await h.client.post("/v1/models/house-price:predict", json={"instances": rows})
+        events = list(h.log.events)
+        errors = h.sample(
+            "modelwatch_serving_predictions_total",
+            model="house-price",
+            version="1",
+            status="error",
+        )
+    body = answer.json()
+    assert answer.status_code == 422
+    assert (body["reason"], body["field"]) == ("non_finite_output", "instances[1]")
+    assert "prediction" in body["error"]
+    assert [e["status"] for e in events] == ["error", "error"]
+    assert [e["prediction"] for e in events] == [None, None]
+    assert events[0]["attributes"]["error"].startswith("instances[1]: ")
+    assert errors == 2
+
+
+@pytest.mark.anyio
+async def test_non_finite_scores_fail_only_their_request_in_a_batch(
+    classifier: tuple[Path, ModelMetadata],
+) -> None:
+    """NaN scores for one request of a batch make it 422; the others in the call get 200."""
+    wrapped: list[NonFiniteScores] = []
+
+    def wrap(model: OnnxModel) -> ServableModel:
+        wrapped.append(NonFiniteScores(model))
+        return wrapped[0]
+
+    async with serving(*classifier, wrap=wrap, max_batch_size=3, max_wait_ms=1000.0) as h:
+        rows = [{**ROW, "mean_radius": r} for r in (10.0, 777.0, 12.0)]
+        answers = await asyncio.gather(
+            *(h.client.post(PREDICT, json={"instances": [row]}) for row in rows)
+        )
+        events = list(h.log.events)
+    assert wrapped[0].calls == 1
+    assert [a.status_code for a in answers] == [200, 422, 200]
+    assert answers[1].json()["field"] == "instances[0]"
+    assert "scores" in answers[1].json()["error"]
+    assert all(
+        v is not None for a in (answers[0], answers[2]) for v in a.json()["scores"][0].values()
+    )
+    statuses = sorted((e["features"]["mean_radius"], e.get("status", "ok")) for e in events)
+    assert statuses == [(10.0, "ok"), (12.0, "ok"), (777.0, "error")]
 
 
 # --------------------------------------------------------------------------- metadata, metrics

@@ -127,7 +127,7 @@ def test_serves_then_stops_cleanly_on_sigterm(
     assert answer.status_code == 200
     assert answer.json()["predictions"] == [1]
     metrics = httpx.get(f"{base}/metrics").text
-    assert 'modelwatch_logger_events_total{outcome="sent"}' in metrics
+    assert 'modelwatch_logger_events_total{model="tumour",outcome="sent",version="3"}' in metrics
     process.send_signal(signal.SIGTERM)
     assert process.wait(DEADLINE) == 0
     records = _lines(stderr_path.read_text())

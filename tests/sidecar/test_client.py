@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from scipy import stats as scipy_stats
 
@@ -35,6 +37,7 @@ from sidecar.server import Sidecar
 from sidecar.settings import Settings, env_key
 from tests.support.fake_sidecar import FakeSidecar, RecordingLog, at_most
 from tests.support.profiles import make_profile
+from tests.support.sidecar_dirs import dirs_overrides
 from tests.support.tools import promtool_check_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -306,6 +309,37 @@ def test_log_many_makes_ids_and_settles_every_row() -> None:
     assert log.count("not valid JSON") == 1
 
 
+def test_structlog_logger_gets_the_model_as_structured_fields() -> None:
+    """With a structlog logger, problem lines carry ``ml.model.name`` and ``ml.model.version``."""
+    with structlog.testing.capture_logs() as lines:
+        logger = PredictionLogger(
+            model="tumour", version="7", transport=_Accepting(), logger=structlog.get_logger()
+        )
+        logger.log_many(features=[{}, {}], predictions=[1], latency_seconds=0.01)
+        logger.close()
+    warnings = [line for line in lines if "must have one length" in line["event"]]
+    assert len(warnings) == 1
+    assert (warnings[0]["ml.model.name"], warnings[0]["ml.model.version"]) == ("tumour", "7")
+
+
+def test_stdlib_logger_gets_the_model_as_record_attributes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With a stdlib logger, problem records carry the model as attributes and in the text."""
+    stdlib = logging.getLogger("tests.client.model_fields")
+    with caplog.at_level(logging.WARNING, logger=stdlib.name):
+        logger = PredictionLogger(
+            model="tumour", version="7", transport=_Accepting(), logger=stdlib
+        )
+        logger.log_many(features=[{}, {}], predictions=[1], latency_seconds=0.01)
+        logger.close()
+    records = [r for r in caplog.records if "must have one length" in r.getMessage()]
+    assert len(records) == 1
+    fields = vars(records[0])
+    assert (fields["ml.model.name"], fields["ml.model.version"]) == ("tumour", "7")
+    assert "(tumour 7)" in records[0].getMessage()
+
+
 def test_log_many_with_mismatched_lengths_drops_without_raising() -> None:
     """Sequences of different lengths queue nothing and count every row as dropped."""
     log = RecordingLog()
@@ -561,22 +595,47 @@ def test_metrics_are_born_at_zero_and_follow_the_stats() -> None:
         model="m", version="1", transport=_Accepting(), registry=registry, sample_rate=0.5,
         rng=random.Random(3), max_buffer=100, batch_size=100,
     )  # fmt: skip
+    model = {"model": "m", "version": "1"}
     for outcome in ("sent", "dropped", "rejected"):
         assert (
-            registry.get_sample_value("modelwatch_logger_events_total", {"outcome": outcome}) == 0
+            registry.get_sample_value(
+                "modelwatch_logger_events_total", {**model, "outcome": outcome}
+            )
+            == 0
         )
-    assert registry.get_sample_value("modelwatch_logger_buffer_capacity_events") == 100
+    assert registry.get_sample_value("modelwatch_logger_buffer_capacity_events", model) == 100
     for _ in range(40):
         logger.log(features={}, prediction=1, latency_seconds=0.1)
     stats = logger.stats()
-    assert registry.get_sample_value("modelwatch_logger_buffer_events") == stats.buffered > 0
-    assert registry.get_sample_value("modelwatch_logger_sampled_out_total") == stats.sampled_out
+    assert registry.get_sample_value("modelwatch_logger_buffer_events", model) == stats.buffered > 0
+    assert (
+        registry.get_sample_value("modelwatch_logger_sampled_out_total", model) == stats.sampled_out
+    )
     logger.close()
     assert (
-        registry.get_sample_value("modelwatch_logger_events_total", {"outcome": "sent"})
+        registry.get_sample_value("modelwatch_logger_events_total", {**model, "outcome": "sent"})
         == logger.stats().sent
         == stats.buffered
     )
+
+
+def test_every_metric_series_carries_the_model_and_version() -> None:
+    """Each ``modelwatch_logger_*`` sample is labelled with the logger's model and version."""
+    registry = CollectorRegistry()
+    PredictionLogger(model="tumour", version="7", transport=_Accepting(), registry=registry)
+    samples = [
+        sample
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name.startswith("modelwatch_logger_")
+    ]
+    assert {s.name for s in samples} == {
+        "modelwatch_logger_events_total",
+        "modelwatch_logger_buffer_events",
+        "modelwatch_logger_buffer_capacity_events",
+        "modelwatch_logger_sampled_out_total",
+    }
+    assert all((s.labels["model"], s.labels["version"]) == ("tumour", "7") for s in samples)
 
 
 def test_metrics_pass_promtool() -> None:
@@ -615,7 +674,12 @@ def _real_sidecar(tmp_path: Path, token: str | None = None) -> Iterator[Sidecar]
     env = {} if token is None else {env_key("ingest_token"): token}
     settings = Settings.from_sources(
         env,
-        {"profiles": [str(path)], "ingest_addr": "127.0.0.1:0", "metrics_addr": "127.0.0.1:0"},
+        {
+            "profiles": [str(path)],
+            "ingest_addr": "127.0.0.1:0",
+            "metrics_addr": "127.0.0.1:0",
+            **dirs_overrides(tmp_path),
+        },
     )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -362,3 +362,74 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail("condition not met before the deadline")
         time.sleep(0.005)
+
+
+class RaisingSink(ScriptedSink):
+    """Raises on the first ``failures`` sends, then behaves as a scripted sink."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def send(self, documents: Sequence[Document]) -> list[ItemResult]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("sink down")
+        return super().send(documents)
+
+
+def test_drift_rounds_survive_a_sink_that_raises(tmp_path: Path) -> None:
+    """A sink raising on a drift send keeps the rounds queued; the next attempt ships them."""
+    sink = RaisingSink(failures=1)
+    shipper = _shipper(FakeSpool(), sink, tmp_path)
+    shipper.offer_drift([_drift()], 1_700_000_000.0)
+    with pytest.raises(ConnectionError):
+        shipper.ship_once()
+    assert shipper.ship_once()
+    assert len(sink.stored) == 2
+    assert shipper.stats.outcomes()["dropped"] == 0
+
+
+def test_requeued_drift_rounds_respect_the_queue_bound(tmp_path: Path) -> None:
+    """Rounds put back after a raising send drop (and count) the oldest past ``drift_queue``."""
+    sink = RaisingSink(failures=1)
+    shipper = _shipper(FakeSpool(), sink, tmp_path, ShipperConfig(drift_queue=2))
+    shipper.offer_drift([_drift()], 1_700_000_000.0)
+    shipper.offer_drift([_drift()], 1_700_000_001.0)
+    original_send = sink.send
+
+    def send_while_more_arrive(documents: Sequence[Document]) -> list[ItemResult]:
+        shipper.offer_drift([_drift()], 1_700_000_002.0)  # arrives during the failing send
+        return original_send(documents)
+
+    sink.send = send_while_more_arrive  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        shipper.ship_once()
+    assert shipper.stats.outcomes()["dropped"] == 2
+
+
+class FailingBuilder(DocumentBuilder):
+    """A builder whose drift documents cannot be built."""
+
+    def drift(self, snapshot: DriftSnapshot, wall_time: float) -> list[Document]:
+        raise ValueError("cannot build")
+
+
+def test_drift_rounds_the_builder_cannot_build_are_counted_dropped(tmp_path: Path) -> None:
+    """A builder raising on drift counts the round's documents dropped and the spool still ships."""
+    spool = FakeSpool()
+    spool.append_ids(["a"])
+    sink = ScriptedSink()
+    shipper = Shipper(
+        spool,
+        sink,
+        FailingBuilder(),
+        dead_letter=DeadLetterFile(tmp_path / "dead-letter", wall_clock=lambda: 1_700_000_000.0),
+        logger=get_logger(),
+        config=FAST,
+    )
+    shipper.offer_drift([_drift(), _drift("n")], 1_700_000_000.0)
+    assert shipper.ship_once()
+    assert shipper.stats.outcomes()["dropped"] == 4
+    assert sorted(sink.stored) == ["a"]
+    assert not shipper.ship_once()
