@@ -19,6 +19,7 @@ except ModuleNotFoundError:  # pragma: no cover - the fallback is tested through
     orjson = None  # type: ignore[assignment]
 
 _loads: Callable[[bytes], object] = json.loads if orjson is None else orjson.loads
+_ORJSON_OPTIONS = 0 if orjson is None else orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 EncodeError = (TypeError, ValueError, OverflowError, RecursionError)
 """What encoding an event may raise: the event holds a value JSON cannot carry."""
@@ -61,8 +62,14 @@ def encode_json(event: Mapping[str, object]) -> bytes:
 
 
 def _encode_orjson(event: Mapping[str, object]) -> bytes:
-    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-    return orjson.dumps(event, default=_default, option=options)
+    # Passing ``default`` and ``option`` makes every call about 150 ns slower (a third of the
+    # encoding), so the plain call comes first. It raises TypeError exactly when the event holds
+    # a value only the options or ``_default`` can write (numpy, a non-str key, a Mapping that
+    # is not a dict …); when it succeeds, the options would not have changed a byte.
+    try:
+        return orjson.dumps(event)
+    except TypeError:
+        return orjson.dumps(event, default=_default, option=_ORJSON_OPTIONS)
 
 
 encode_event: Callable[[Mapping[str, object]], bytes] = (

@@ -223,13 +223,15 @@ class PredictionLogger:
         Never blocks and never raises: sequences of different lengths queue nothing and count
         ``len(features)`` events as dropped.
         """
+        # The model server calls this once per request, so it is written for a short path:
+        # on one core, every bytecode here is CPU the request pays (docs/performance.md).
         try:
             n = len(features)
             ids: list[str | None] = (
                 [new_event_id() for _ in range(n)] if event_ids is None else list(event_ids)
             )
-            lengths = (len(predictions), len(ids), n if scores is None else len(scores))
-            if lengths != (n, n, n):
+            if len(predictions) != n or len(ids) != n or (scores is not None and len(scores) != n):
+                lengths = (len(predictions), len(ids), n if scores is None else len(scores))
                 self._settle_locally(
                     "dropped",
                     f"log_many(): features, predictions, event_ids and scores must have one "
@@ -237,12 +239,7 @@ class PredictionLogger:
                     count=n,
                 )
                 return ids
-            sampled_out = 0
-            if self._sample_rate < 1.0:
-                for i in range(n):
-                    if not self._keep(None if event_ids is None else ids[i]):
-                        ids[i] = None
-                        sampled_out += 1
+            sampled_out = 0 if self._sample_rate >= 1.0 else self._sample(ids, event_ids is None)
             event: dict[str, object] = {
                 "id": "",
                 "timestamp": time.time() if timestamp is None else timestamp,
@@ -263,17 +260,36 @@ class PredictionLogger:
                 event["id"] = eid
                 event["features"] = features[i]
                 event["prediction"] = predictions[i]
-                row_scores = None if scores is None else scores[i]
-                if row_scores is None:
-                    event.pop("scores", None)
-                else:
+                if scores is not None and (row_scores := scores[i]) is not None:
                     event["scores"] = row_scores
+                elif "scores" in event:
+                    del event["scores"]
                 try:
                     records.append(encode_event(event))
                 except EncodeError as exc:
                     rejected += 1
                     problem = problem or f"event {eid!r} is not valid JSON: {exc}"
-            self._admit_many(records, sampled_out, rejected, problem)
+            with self._lock:
+                buffer = self._buffer
+                before = len(buffer)
+                if (
+                    sampled_out
+                    or rejected
+                    or self._closing
+                    or before + len(records) > self._max_buffer
+                ):
+                    closed = self._admit_many(records, sampled_out, rejected, problem)
+                else:
+                    # The common case, kept inline: everything fits and nothing else to count.
+                    self._logged += len(records)
+                    buffer.extend(records)
+                    if before < self._batch_size <= len(buffer):
+                        self._wake.notify()
+                    return ids
+            if closed:
+                self._notes.warn(
+                    "closed", "log_many() after close(): the events are counted as dropped"
+                )
         except Exception as exc:
             count = len(features) if isinstance(features, Sequence) else 1
             self._settle_locally(
@@ -283,6 +299,15 @@ class PredictionLogger:
             )
             return [None] * count
         return ids
+
+    def _sample(self, ids: list[str | None], generated: bool) -> int:
+        """Set the ids of the rows sampled out to None; how many they are."""
+        sampled_out = 0
+        for i, eid in enumerate(ids):
+            if not self._keep(None if generated else eid):
+                ids[i] = None
+                sampled_out += 1
+        return sampled_out
 
     def _keep(self, event_id: str | None) -> bool:
         if event_id is None:
@@ -308,36 +333,33 @@ class PredictionLogger:
         # No flusher is left to report this, and shutdown is not the hot path.
         self._notes.warn("closed", "log() after close(): the event is counted as dropped")
 
-    def _admit_many(self, records: list[bytes], sampled_out: int, rejected: int, why: str) -> None:
-        with self._lock:
-            self._logged += len(records) + sampled_out + rejected
-            self._sampled_out += sampled_out
-            if rejected:
-                self._rejected += rejected
-                self._local["rejected"] = Problem(
-                    "local_rejected", f"{why}; {rejected} event(s) counted as rejected"
-                )
-            if not self._closing:
-                buffer = self._buffer
-                before = len(buffer)
-                overflow = before + len(records) - self._max_buffer
-                if overflow > 0:
-                    # The oldest go first: from the buffer, then from the front of the new ones.
-                    from_buffer = min(overflow, before)
-                    for _ in range(from_buffer):
-                        buffer.popleft()
-                    records = records[overflow - from_buffer :]
-                    self._dropped += overflow
-                    self._overflowed += overflow
-                buffer.extend(records)
-                if len(buffer) >= self._batch_size > before:
-                    self._wake.notify()
-                return
-            self._dropped += len(records)
-        if records:
-            self._notes.warn(
-                "closed", "log_many() after close(): the events are counted as dropped"
+    def _admit_many(self, records: list[bytes], sampled_out: int, rejected: int, why: str) -> bool:
+        """Count and buffer one call's events, the lock held; whether it came after close()."""
+        self._logged += len(records) + sampled_out + rejected
+        self._sampled_out += sampled_out
+        if rejected:
+            self._rejected += rejected
+            self._local["rejected"] = Problem(
+                "local_rejected", f"{why}; {rejected} event(s) counted as rejected"
             )
+        if self._closing:
+            self._dropped += len(records)
+            return bool(records)
+        buffer = self._buffer
+        before = len(buffer)
+        overflow = before + len(records) - self._max_buffer
+        if overflow > 0:
+            # The oldest go first: from the buffer, then from the front of the new ones.
+            from_buffer = min(overflow, before)
+            for _ in range(from_buffer):
+                buffer.popleft()
+            records = records[overflow - from_buffer :]
+            self._dropped += overflow
+            self._overflowed += overflow
+        buffer.extend(records)
+        if len(buffer) >= self._batch_size > before:
+            self._wake.notify()
+        return False
 
     def _settle_locally(self, outcome: str, message: str, count: int = 1) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from scipy import stats as scipy_stats
 
+from sidecar import _client_encoding
 from sidecar._client_encoding import encode_json
 from sidecar._client_transport import TransportResponse
 from sidecar.client import LoggerStats, PredictionLogger, new_event_id
@@ -445,6 +447,30 @@ def test_stdlib_json_fallback_matches_orjson(event: dict[str, Any]) -> None:
     """Without orjson, events encode to the same JSON value (non-finite floats become null)."""
     options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     assert json.loads(encode_json(event)) == orjson.loads(orjson.dumps(event, option=options))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"id": "b", "features": {"x": np.float32(1.5), "n": np.int64(3)}, "prediction": [1, 2]},
+        {"id": "c", "scores": {0: 0.5, 1: 0.5}, "prediction": np.array([0.25, float("nan")])},
+        {"id": "e", "features": MappingProxyType({"x": 1.0}), "prediction": frozenset({7})},
+        {"id": "f", "features": {"x": float("nan")}, "prediction": 1},
+    ],
+)
+def test_orjson_encoding_equals_the_one_with_every_option(event: dict[str, Any]) -> None:
+    """Events needing numpy, non-str keys or a Mapping encode as with orjson's options always on."""
+    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    expected = orjson.dumps(event, default=_client_encoding._default, option=options)
+    assert _client_encoding.encode_event(event) == expected
+
+
+def test_an_event_with_an_integer_json_cannot_hold_is_rejected() -> None:
+    """An integer past 64 bits fails the plain and the optioned encoding, so it is rejected."""
+    logger = PredictionLogger(model="m", version="1", transport=_Accepting())
+    logger.log_many(features=[{"x": 2**70}, {"x": 1}], predictions=[1, 2], latency_seconds=0.1)
+    stats = logger.stats()
+    assert (stats.logged, stats.rejected, stats.buffered) == (2, 1, 1)
 
 
 def test_import_needs_the_standard_library_only() -> None:
