@@ -207,7 +207,7 @@ def render_block(tick: Tick) -> list[str]:
         f"  top PSI: {_features(tick.top_psi, 'psi')}",
         f"  top KS:  {_features(tick.top_ks, 'ks')}",
         f"  drift detected: {'YES' if tick.drifted else 'no'} ({flagged})",
-        f"  logger: {_logger(tick)}",
+        f"  logger: {logger_outcomes(tick)}",
     ]
 
 
@@ -218,7 +218,8 @@ def render_line(tick: Tick) -> str:
     return (
         f"[{tick.phase} {tick.elapsed:5.1f}s] {tick.rate:6.1f} req/s "
         f"{_latency(tick.latency)} | window {tick.window_events} | top PSI {top_text} | "
-        f"drift {'YES ' + ','.join(tick.drifted) if tick.drifted else 'no'} | {_logger(tick)}"
+        f"drift {'YES ' + ','.join(tick.drifted) if tick.drifted else 'no'} | "
+        f"{logger_outcomes(tick)}"
     )
 
 
@@ -255,7 +256,8 @@ def _features(features: Sequence[FeatureDrift], stat: str) -> str:
     )
 
 
-def _logger(tick: Tick) -> str:
+def logger_outcomes(tick: Tick) -> str:
+    """The prediction logger's outcomes at ``tick``, and what it still held in its buffer."""
     counts = tick.logger
     text = " ".join(
         f"{outcome} {int(counts.get(outcome, 0))}" for outcome in ("sent", "dropped", "rejected")

@@ -35,7 +35,14 @@ import orjson
 
 from serving import train
 from serving._demo_processes import ManagedProcess, start_model_server, start_sidecar
-from serving._demo_view import LiveView, Observer, Tick, parse_drift, parse_server
+from serving._demo_view import (
+    LiveView,
+    Observer,
+    Tick,
+    logger_outcomes,
+    parse_drift,
+    parse_server,
+)
 from serving.loadgen import (
     DEFAULT_DRIFT,
     LoadConfig,
@@ -252,11 +259,7 @@ def _summary(
     say(f"  flagged but not shifted: {', '.join(false_alarms) or 'none'}")
     say(f"  failed predictions: {failures}")
     if last is not None:
-        counts = last.logger
-        say(
-            "  prediction logger: "
-            + ", ".join(f"{k} {int(counts.get(k, 0))}" for k in ("sent", "dropped", "rejected"))
-        )
+        say(f"  prediction logger (last scrape before shutdown): {logger_outcomes(last)}")
     say("  outputs:")
     for label, path in outputs.items():
         say(f"    {label}: {path}")
