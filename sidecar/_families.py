@@ -33,6 +33,7 @@ from sidecar.metric_names import (
     FEATURE_MISSING,
     FEATURE_OUT_OF_RANGE,
     FEATURE_PSI,
+    FEATURE_REFERENCE_MISSING_RATIO,
     FEATURE_REFERENCE_RATIO,
     FEATURE_TYPE_ERRORS,
     FEATURE_UNSEEN_CATEGORIES,
@@ -177,14 +178,17 @@ def add_counters(out: Families, monitor: MonitorView) -> None:
     out.add_histogram(LATENCY, mv, _latency_buckets(c), c.latency_sum)
     out.add(UNKNOWN_FEATURES, mv, float(c.unknown_features))
     profile = monitor.profile
-    kinds = {feat.name: feat.kind for feat in profile.features}
+    references = {feat.name: feat for feat in profile.features}
     for feat in c.features:
-        kind = kinds[feat.feature]
+        reference = references[feat.feature]
         _add_bins(out, FEATURE_BIN, FEATURE_REFERENCE_RATIO, (*mv, feat.feature), feat)
-        _add_quality_counters(out, (*mv, feat.feature), feat, kind)
+        _add_quality_counters(out, (*mv, feat.feature), feat, reference.kind)
+        out.add(FEATURE_REFERENCE_MISSING_RATIO, (*mv, feat.feature), reference.missing_ratio)
     if c.prediction is not None and profile.prediction is not None:
+        labels = (*mv, PREDICTION_KEY)
         _add_bins(out, PREDICTION_BIN, PREDICTION_REFERENCE_RATIO, mv, c.prediction)
-        _add_quality_counters(out, (*mv, PREDICTION_KEY), c.prediction, profile.prediction.kind)
+        _add_quality_counters(out, labels, c.prediction, profile.prediction.kind)
+        out.add(FEATURE_REFERENCE_MISSING_RATIO, labels, profile.prediction.missing_ratio)
 
 
 def _add_bins(

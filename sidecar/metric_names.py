@@ -33,6 +33,7 @@ __all__ = [
     "FEATURE_MISSING",
     "FEATURE_OUT_OF_RANGE",
     "FEATURE_PSI",
+    "FEATURE_REFERENCE_MISSING_RATIO",
     "FEATURE_REFERENCE_RATIO",
     "FEATURE_TYPE_ERRORS",
     "FEATURE_UNSEEN_CATEGORIES",
@@ -194,6 +195,12 @@ FEATURE_MISSING = MetricSpec(
     _MVF,
     "Values that were absent or null.",
 )
+FEATURE_REFERENCE_MISSING_RATIO = MetricSpec(
+    "modelwatch_feature_reference_missing_ratio",
+    "gauge",
+    _MVF,
+    "Share of reference rows where the value was missing (the baseline for the missing ratio).",
+)
 FEATURE_TYPE_ERRORS = MetricSpec(
     "modelwatch_feature_type_errors_total",
     "counter",
@@ -338,6 +345,7 @@ METRICS: tuple[MetricSpec, ...] = (
     PREDICTION_BIN,
     PREDICTION_REFERENCE_RATIO,
     FEATURE_MISSING,
+    FEATURE_REFERENCE_MISSING_RATIO,
     FEATURE_TYPE_ERRORS,
     FEATURE_OUT_OF_RANGE,
     FEATURE_UNSEEN_CATEGORIES,

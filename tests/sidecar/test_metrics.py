@@ -209,6 +209,27 @@ def test_model_series_exist_at_zero_before_traffic() -> None:
     assert _value(registry, "modelwatch_feature_unseen_categories_total", **pred) == 0
 
 
+def test_reference_missing_ratio_is_exported_per_feature_and_output() -> None:
+    """Each feature's and the output's share of missing reference values is exported as a gauge."""
+    rng = np.random.default_rng(11)
+    age = rng.normal(40, 10, 2000)
+    age[:100] = np.nan  # 100 of 2000 reference rows missing
+    colour: list[str | None] = rng.choice(["red", "green"], 2000).tolist()
+    colour[:400] = [None] * 400  # 400 of 2000
+    prediction: list[str | None] = rng.choice(["0", "1"], 2000).tolist()
+    profile = make_profile(
+        numeric={"age": age},
+        categorical={"colour": colour},
+        prediction=prediction,
+        prediction_kind="categorical",
+    )
+    registry = _registry([FakeMonitor(profile)])
+    name = "modelwatch_feature_reference_missing_ratio"
+    assert _value(registry, name, **MV, feature="age") == pytest.approx(0.05)
+    assert _value(registry, name, **MV, feature="colour") == pytest.approx(0.2)
+    assert _value(registry, name, **MV, feature=PREDICTION_KEY) == 0.0
+
+
 def test_range_and_unseen_counters_follow_the_feature_kind() -> None:
     """Out-of-range is exported for numeric features only, unseen categories for categoricals."""
     registry = _registry([FakeMonitor(_profile())])

@@ -1,0 +1,1 @@
+"""Prometheus recording and alerting rules, their generator, Alertmanager routing and runbooks."""

@@ -1,0 +1,1 @@
+"""Dashboards as code: Grafana dashboards (generated JSON, committed) and Kibana saved objects."""
