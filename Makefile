@@ -17,10 +17,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) dashboards/kibana/generate.py --check
+	$(PY) -m alerts.generate --check
+	$(PY) -m dashboards.grafana.generate --check
 
 # Regenerate the committed artefacts (CI checks them with --check in `lint`).
 generate: setup
 	$(PY) dashboards/kibana/generate.py
+	$(PY) -m alerts.generate
+	$(PY) -m dashboards.grafana.generate
 
 typecheck: setup
 	$(VENV)/bin/mypy

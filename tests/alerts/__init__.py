@@ -1,0 +1,1 @@
+"""Tests of the Prometheus rules, their generator and their promtool unit tests."""
