@@ -19,12 +19,14 @@ lint: setup
 	$(PY) dashboards/kibana/generate.py --check
 	$(PY) -m alerts.generate --check
 	$(PY) -m dashboards.grafana.generate --check
+	$(PY) k8s/generate.py --check
 
 # Regenerate the committed artefacts (CI checks them with --check in `lint`).
 generate: setup
 	$(PY) dashboards/kibana/generate.py
 	$(PY) -m alerts.generate
 	$(PY) -m dashboards.grafana.generate
+	$(PY) k8s/generate.py
 
 typecheck: setup
 	$(VENV)/bin/mypy

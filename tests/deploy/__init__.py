@@ -1,0 +1,1 @@
+"""Deployment checks: container images, the Compose stack and the Kubernetes manifests."""
