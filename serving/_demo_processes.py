@@ -120,7 +120,7 @@ def python_module(module: str, *args: str) -> list[str]:
 
 
 def start_sidecar(
-    profile: Path,
+    profile: Path | Sequence[Path],
     log_path: Path,
     *,
     spool_dir: Path,
@@ -135,7 +135,8 @@ def start_sidecar(
 
     ``spool_dir`` and ``predictions_dir`` (the NDJSON prediction logs) are required: the
     sidecar's defaults are folders of the working directory, locked by one sidecar at a time,
-    so each caller names its own. A restarted sidecar given the same spool ships what its
+    so each caller names its own. ``profile`` is one profile file or several (one sidecar
+    monitoring several model versions). A restarted sidecar given the same spool ships what its
     predecessor left there. ``ingest_port`` 0 picks a free port; a fixed one lets a restarted
     sidecar take the place of a stopped one, as the model server expects.
     """
@@ -147,9 +148,10 @@ def start_sidecar(
         "MODELWATCH_SPOOL_DIR": str(spool_dir),
         "MODELWATCH_LOG_DIR": str(predictions_dir),
     }
+    profiles = [profile] if isinstance(profile, Path) else list(profile)
     argv = python_module(
-        "sidecar", "serve", "--profile", str(profile), "--ingest-addr", f"127.0.0.1:{ingest_port}",
-        "--metrics-addr", "127.0.0.1:0",
+        "sidecar", "serve", *(arg for p in profiles for arg in ("--profile", str(p))),
+        "--ingest-addr", f"127.0.0.1:{ingest_port}", "--metrics-addr", "127.0.0.1:0",
     )  # fmt: skip
     process = ManagedProcess("sidecar", argv, env, log_path)
     try:

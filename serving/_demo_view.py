@@ -3,7 +3,9 @@
 ``Observer`` turns successive scrapes into ``Tick`` values: request rate and latency quantiles
 over the last few seconds from the model server's request-duration histogram (bucket deltas,
 interpolated as Prometheus' ``histogram_quantile`` does), the top features by PSI and by KS,
-which features the sidecar flags, and the prediction logger's outcomes. ``LiveView`` prints
+which features the sidecar flags, the prediction logger's outcomes, and the alerts Alertmanager
+holds (``parse_alertmanager``; ``parse_fired`` reads the run's alerts back from Prometheus'
+``ALERTS`` series for the summary). ``LiveView`` prints
 them: a block redrawn in place on a terminal, one line per tick otherwise (a CI log, a pipe).
 """
 
@@ -25,6 +27,8 @@ QUANTILES = (0.5, 0.95, 0.99)
 LATENCY_SPAN = 5
 """Scrapes the latency quantiles look back over (about 5 s at one scrape a second)."""
 TOP = 3
+WATCHDOG = "Watchdog"
+"""Always firing by design (the dead man's switch); left out of the live view."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,20 @@ class FeatureDrift:
     drifted: bool
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class AlertView:
+    """One alert as the view names it: alertname, what it is about, severity."""
+
+    name: str
+    subject: str
+    """The ``feature`` label, else the ``pod``, else the ``model``; empty when none applies."""
+    severity: str
+
+    def __str__(self) -> str:
+        about = f"{self.subject}, " if self.subject else ""
+        return f"{self.name}({about}{self.severity})"
+
+
 @dataclass(frozen=True, slots=True)
 class Tick:
     """One refresh of the view."""
@@ -65,6 +83,8 @@ class Tick:
     logger: Mapping[str, float]
     buffered: float | None
     client_errors: int
+    alerts: tuple[AlertView, ...] | None = None
+    """Alerts Alertmanager would notify now (Watchdog left out); None without alerting."""
 
 
 def parse_server(text: str, at: float) -> ServerScrape:
@@ -108,6 +128,25 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     return lower
 
 
+def alert_view(labels: Mapping[str, str]) -> AlertView:
+    """The view of one alert's labels."""
+    subject = labels.get("feature") or labels.get("pod") or labels.get("model") or ""
+    return AlertView(labels.get("alertname", "?"), subject, labels.get("severity", "none"))
+
+
+def parse_alertmanager(body: Any) -> tuple[AlertView, ...]:
+    """Alerts from Alertmanager's ``GET /api/v2/alerts`` answer, sorted, Watchdog left out."""
+    alerts = body if isinstance(body, list) else []
+    views = {alert_view(a.get("labels", {})) for a in alerts if isinstance(a, dict)}
+    return tuple(sorted(v for v in views if v.name != WATCHDOG))
+
+
+def parse_fired(body: Any) -> list[AlertView]:
+    """Alerts from a Prometheus query answer over the ``ALERTS`` series, sorted, each once."""
+    result = body.get("data", {}).get("result", []) if isinstance(body, dict) else []
+    return sorted({alert_view(s.get("metric", {})) for s in result if isinstance(s, dict)})
+
+
 def parse_drift(body: Any) -> tuple[int, list[FeatureDrift], float | None]:
     """Window size, per-feature statistics and prediction PSI from a ``/v1/drift`` answer."""
     models = body.get("models", []) if isinstance(body, dict) else []
@@ -140,6 +179,7 @@ class Observer:
         scrape: ServerScrape,
         drift_body: Any,
         client_errors: int = 0,
+        alerts: tuple[AlertView, ...] | None = None,
     ) -> Tick:
         """The view after ``scrape`` and a ``/v1/drift`` answer."""
         self._scrapes.append(scrape)
@@ -167,6 +207,7 @@ class Observer:
             logger=dict(scrape.logger),
             buffered=scrape.buffered,
             client_errors=client_errors,
+            alerts=alerts,
         )
 
 
@@ -208,6 +249,7 @@ def render_block(tick: Tick) -> list[str]:
         f"  top KS:  {_features(tick.top_ks, 'ks')}",
         f"  drift detected: {'YES' if tick.drifted else 'no'} ({flagged})",
         f"  logger: {logger_outcomes(tick)}",
+        *([] if tick.alerts is None else [f"  alerts firing: {_alerts(tick.alerts)}"]),
     ]
 
 
@@ -220,7 +262,15 @@ def render_line(tick: Tick) -> str:
         f"{_latency(tick.latency)} | window {tick.window_events} | top PSI {top_text} | "
         f"drift {'YES ' + ','.join(tick.drifted) if tick.drifted else 'no'} | "
         f"{logger_outcomes(tick)}"
+        + ("" if tick.alerts is None else f" | alerts {_alerts(tick.alerts)}")
     )
+
+
+def _alerts(alerts: Sequence[AlertView], most: int = 4) -> str:
+    if not alerts:
+        return "none"
+    shown = ", ".join(str(a) for a in alerts[:most])
+    return shown + (f" +{len(alerts) - most} more" if len(alerts) > most else "")
 
 
 def _bucket_deltas(

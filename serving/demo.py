@@ -2,14 +2,20 @@
 
 1. Build the breast-cancer demo model (``serving.train``) unless it is already built.
 2. Start the sidecar (``python -m sidecar serve``, a 30 s window in 1 s slots so drift shows
-   fast) and the model server (``python -m serving``) as child processes on free loopback ports;
-   Prometheus and Alertmanager too once the repository has an ``alerts/`` folder.
+   fast) and the model server (``python -m serving``) as child processes on free loopback ports,
+   then Prometheus and Alertmanager (when installed): Prometheus scrapes both every second and
+   evaluates the rules of ``alerts.generate`` with every window scaled to the drift window
+   (1 h becomes 30 s, ``for: 15m`` 8 s); Alertmanager routes and inhibits as configured in
+   ``alerts/alertmanager.yaml``, its receivers emptied, so it notifies no one and the view
+   reads the alerts it holds.
 3. Replay held-out rows with ``serving.loadgen``: ``steady``, then ``drift`` (a few features
    shifted), while a live view refreshes once a second: requests/s and p50/p95/p99 latency from
    the model server's own histogram, the top features by PSI and KS and the features the sidecar
-   flags (from ``GET /v1/drift``), and what the prediction logger sent, dropped or had rejected.
-4. Print a summary naming the drifted features and where the outputs are, and stop every child
-   process, in a ``finally``, also on Ctrl-C or SIGTERM.
+   flags (from ``GET /v1/drift``), what the prediction logger sent, dropped or had rejected,
+   and the alerts firing in Alertmanager (name and feature).
+4. Print a summary naming the drifted features, the alerts that fired and where the outputs
+   are (Prometheus' data included), and stop every child process, in a ``finally``, also on
+   Ctrl-C or SIGTERM.
 
 It ends by itself in about a minute and a half. The exit status is 0 when every shifted feature
 was flagged and every prediction succeeded, 1 otherwise. Outputs go to ``var/demo/``, the
@@ -34,13 +40,22 @@ import httpx
 import orjson
 
 from serving import train
+from serving._alerting import (
+    AlertingStack,
+    AlertingUnavailableError,
+    ScrapeTarget,
+    start_repository_alerting,
+)
 from serving._demo_processes import ManagedProcess, start_model_server, start_sidecar
 from serving._demo_view import (
+    AlertView,
     LiveView,
     Observer,
     Tick,
     logger_outcomes,
+    parse_alertmanager,
     parse_drift,
+    parse_fired,
     parse_server,
 )
 from serving.loadgen import (
@@ -59,6 +74,10 @@ SPOOL_DIR = "spool"
 PREDICTIONS_DIR = "predictions"
 """Sub-folders of the output folder: the sidecar's spool and its NDJSON prediction logs."""
 ALERTS_DIR = Path("alerts")
+ALERTING_DIR = "alerting"
+"""Sub-folder of the output folder: Prometheus' and Alertmanager's configurations, data, logs."""
+NAMESPACE, POD = "demo", "demo-0"
+"""The target labels Kubernetes would give the demo's pod (the rules aggregate by them)."""
 WINDOW_SECONDS = 30.0
 SLOT_SECONDS = 1.0
 TICK_SECONDS = 1.0
@@ -71,6 +90,8 @@ class Endpoints:
     serving: str
     sidecar_ingest: str
     sidecar_metrics: str
+    prometheus: str | None = None
+    alertmanager: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     say = _Printer(sys.stdout)
     processes: list[ManagedProcess] = []
+    alerting: AlertingStack | None = None
     try:
         say(f"modelwatch demo: breast-cancer classifier, {args.rate:g} req/s × {args.concurrency}")
         model_dir = _ensure_model(args.model_dir, say)
@@ -110,9 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         processes.append(server)
         say(f"model server up (pid {server.pid}): http://127.0.0.1:{port}")
-        processes.extend(_start_alerting(ALERTS_DIR, out, say))
+        alerting = _start_alerting(
+            ALERTS_DIR, out, args, (f"127.0.0.1:{metrics}", f"127.0.0.1:{port}"), say
+        )
+        if alerting is not None:
+            processes.extend(alerting.processes())
         endpoints = Endpoints(
-            f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ingest}", f"http://127.0.0.1:{metrics}"
+            f"http://127.0.0.1:{port}",
+            f"http://127.0.0.1:{ingest}",
+            f"http://127.0.0.1:{metrics}",
+            alerting.prometheus_url if alerting else None,
+            alerting.alertmanager_url if alerting else None,
         )
         code = asyncio.run(_run(args, model_dir, endpoints, out, say))
     except KeyboardInterrupt:
@@ -132,6 +162,7 @@ async def _run(
     shifts = parse_shifts(args.drift_features or DEFAULT_DRIFT)
     view = LiveView(sys.stdout, interactive=sys.stdout.isatty())
     observer = Observer()
+    started = time.time()
     async with httpx.AsyncClient(timeout=5.0) as client:
         phases: dict[str, Phase] = {}
         for name, seconds, plan in (
@@ -151,7 +182,10 @@ async def _run(
             say(phases[name].result.summary())
             say(f"  drift detected at the end: {_flagged_text(phases[name].drift)}")
         outputs = await _save_outputs(client, endpoints, out)
-    return _summary(phases, shifts, len(rows), outputs, _prediction_logs(out), say)
+        fired = await _fired_alerts(client, endpoints, time.time() - started)
+    code = _summary(phases, shifts, len(rows), outputs, _prediction_logs(out), say)
+    _alerting_summary(fired, shifts, out, say)
+    return code
 
 
 async def _phase(
@@ -193,13 +227,38 @@ async def _observe(
     endpoints: Endpoints,
     observer: Observer,
 ) -> Tick:
-    metrics, drift = await asyncio.gather(
+    metrics, drift, alerts = await asyncio.gather(
         client.get(f"{endpoints.serving}/metrics"),
         client.get(f"{endpoints.sidecar_ingest}/v1/drift"),
+        _active_alerts(client, endpoints),
     )
     scrape = parse_server(metrics.text, time.monotonic())
     client_errors = sum(n for code, n in stats.by_status.items() if 400 <= code < 500)
-    return observer.tick(phase, elapsed, scrape, drift.json(), client_errors)
+    return observer.tick(phase, elapsed, scrape, drift.json(), client_errors, alerts)
+
+
+async def _active_alerts(
+    client: httpx.AsyncClient, endpoints: Endpoints
+) -> tuple[AlertView, ...] | None:
+    """The alerts Alertmanager would notify now (not silenced or inhibited); None without it."""
+    if endpoints.alertmanager is None:
+        return None
+    answer = await client.get(
+        f"{endpoints.alertmanager}/api/v2/alerts",
+        params={"active": "true", "silenced": "false", "inhibited": "false"},
+    )
+    return parse_alertmanager(answer.json())
+
+
+async def _fired_alerts(
+    client: httpx.AsyncClient, endpoints: Endpoints, seconds: float
+) -> list[AlertView] | None:
+    """Every alert that fired during the run, from Prometheus' ``ALERTS`` series."""
+    if endpoints.prometheus is None:
+        return None
+    query = f'max_over_time(ALERTS{{alertstate="firing"}}[{max(1, int(seconds) + 1)}s])'
+    answer = await client.get(f"{endpoints.prometheus}/api/v1/query", params={"query": query})
+    return parse_fired(answer.json())
 
 
 async def _save_outputs(
@@ -293,13 +352,80 @@ def _ensure_model(model_dir: Path, say: _Printer) -> Path:
     return model_dir
 
 
-def _start_alerting(alerts: Path, out: Path, say: _Printer) -> list[ManagedProcess]:
-    """Prometheus and Alertmanager with the repository's rules, once ``alerts/`` exists."""
-    if not alerts.is_dir():
-        say("alerting: no alerts/ folder yet, so Prometheus and Alertmanager are not started")
-        return []
-    say(f"alerting: {alerts}/ found, but starting Prometheus from it is not wired up yet")
-    return []
+def _start_alerting(
+    alerts: Path,
+    out: Path,
+    args: argparse.Namespace,
+    targets: tuple[str, str],
+    say: _Printer,
+) -> AlertingStack | None:
+    """Prometheus and Alertmanager with the repository's rules scaled to the drift window.
+
+    ``targets`` are the sidecar's metrics and the model server's ``host:port``. Without the
+    binaries or an ``alerts/`` folder the demo runs on without alerting.
+    """
+    if not (alerts / "alertmanager.yaml").is_file():
+        say(f"alerting: no {alerts}/alertmanager.yaml, so Prometheus and Alertmanager are off")
+        return None
+    labels = {"namespace": NAMESPACE, "pod": POD}
+    sidecar, server = targets
+    try:
+        stack, config = start_repository_alerting(
+            out / ALERTING_DIR,
+            alerts,
+            [
+                ScrapeTarget("modelwatch-sidecar", sidecar, labels),
+                ScrapeTarget("modelwatch-serving", server, labels),
+            ],
+            drift_window_seconds=args.window_seconds,
+        )
+    except AlertingUnavailableError as exc:
+        say(f"alerting: off ({exc}; scripts/setup.sh installs them)")
+        return None
+    say(
+        f"prometheus up (pid {stack.prometheus.pid}): {stack.prometheus_url}, rules scaled to a "
+        f"{config.psi_window} drift window, for: {config.drift_for}, 1 s scrape and evaluation"
+    )
+    say(
+        f"alertmanager up (pid {stack.alertmanager.pid}): {stack.alertmanager_url} "
+        "(routes and inhibition of alerts/alertmanager.yaml, receivers notify no one)"
+    )
+    # The drift alerts need min_window_events values in the window (at one event per request).
+    per_window = args.rate * config.psi_window.seconds
+    if per_window < config.min_window_events:
+        say(
+            f"alerting: {per_window:g} events per {config.psi_window} window is below the drift "
+            f"alerts' guard of {config.min_window_events}: they cannot fire at this rate"
+        )
+    return stack
+
+
+def _alerting_summary(
+    fired: list[AlertView] | None,
+    shifts: Sequence[Any],
+    out: Path,
+    say: _Printer,
+) -> None:
+    if fired is None:
+        return
+    say("  alerts that fired (Prometheus ALERTS, whole run):")
+    for alert in fired:
+        say(f"    {alert}")
+    if not fired:
+        say("    none")
+    shifted = {str(s.feature) for s in shifts}
+    drift = {a.subject for a in fired if a.name == "ModelwatchFeatureDrift"}
+    say(
+        "  fleet PSI alert (ModelwatchFeatureDrift) fired for the shifted features: "
+        f"{', '.join(sorted(drift & shifted)) or 'none'}; for others: "
+        f"{', '.join(sorted(drift - shifted)) or 'none'}"
+    )
+    folder = out / ALERTING_DIR
+    say(
+        f"  Prometheus data: {folder / 'prometheus-data'} (rules in {folder / 'rules'}/); "
+        f"browse it with prometheus --config.file={folder / 'prometheus.yml'} "
+        f"--storage.tsdb.path={folder / 'prometheus-data'}"
+    )
 
 
 def _shift_text(plan: TrafficPlan) -> str:

@@ -1,4 +1,8 @@
-"""The demo: its live view's arithmetic and rendering, and a short real run that cleans up."""
+"""The demo: its live view's arithmetic and rendering, its alerting set-up, and a short real run.
+
+The real run starts Prometheus and Alertmanager too, so it needs both binaries (it fails, naming
+them, when they are missing) and checks that all four children are gone afterwards.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from serving import demo, train
+from serving._alerting import Grouping, ScrapeTarget, local_alertmanager_config, prometheus_config
 from serving._demo_view import (
+    AlertView,
     LiveView,
     Observer,
     histogram_quantile,
+    parse_alertmanager,
+    parse_fired,
     parse_server,
+    render_block,
     render_line,
 )
+from tests.support.tools import require_tool, run_tool
+
+ALERTMANAGER_YAML = Path(__file__).resolve().parents[2] / "alerts" / "alertmanager.yaml"
 
 EXPOSITION = """\
 # TYPE modelwatch_serving_request_duration_seconds histogram
@@ -124,11 +137,107 @@ def test_live_view_redraws_in_place_on_a_terminal() -> None:
     assert stream.getvalue()[len(first) :].startswith(f"\x1b[{block}F\x1b[J")
 
 
+def test_alertmanager_answer_becomes_sorted_alerts_without_the_watchdog() -> None:
+    """Alertmanager's alerts are named by alertname, feature (else pod), severity; no Watchdog."""
+    body = [
+        {"labels": {"alertname": "Watchdog", "severity": "none"}},
+        {"labels": {"alertname": "ModelwatchFeatureDrift", "feature": "b", "severity": "critical"}},
+        {"labels": {"alertname": "ModelwatchSidecarDown", "pod": "p-0", "severity": "warning"}},
+        {"labels": {"alertname": "ModelwatchFeatureDrift", "feature": "a", "severity": "warning"}},
+    ]
+    alerts = parse_alertmanager(body)
+    assert [str(a) for a in alerts] == [
+        "ModelwatchFeatureDrift(a, warning)",
+        "ModelwatchFeatureDrift(b, critical)",
+        "ModelwatchSidecarDown(p-0, warning)",
+    ]
+    assert parse_alertmanager({"error": "not a list"}) == ()
+
+
+def test_fired_alerts_come_once_each_from_a_prometheus_answer() -> None:
+    """A query answer over ALERTS gives each alert once, the Watchdog included."""
+    series = [
+        {"metric": {"alertname": "Watchdog", "alertstate": "firing", "severity": "none"}},
+        {"metric": {"alertname": "ModelwatchNoPredictions", "pod": "d-0", "severity": "warning"}},
+        {"metric": {"alertname": "Watchdog", "alertstate": "firing", "severity": "none"}},
+    ]
+    body = {"status": "success", "data": {"resultType": "vector", "result": series}}
+    assert parse_fired(body) == [
+        AlertView("ModelwatchNoPredictions", "d-0", "warning"),
+        AlertView("Watchdog", "", "none"),
+    ]
+
+
+def test_views_show_firing_alerts_only_when_alerting_runs() -> None:
+    """Ticks with alerts show them in the line and the block; ticks without alerting do not."""
+    scrape = parse_server(EXPOSITION, at=2.0)
+    alerts = tuple(AlertView("ModelwatchFeatureDrift", f"f{i}", "warning") for i in range(6))
+    tick = Observer().tick("drift", 2.0, scrape, DRIFT, alerts=alerts)
+    assert "alerts ModelwatchFeatureDrift(f0, warning), " in render_line(tick)
+    assert render_line(tick).endswith("+2 more")
+    assert render_block(tick)[-1].startswith("  alerts firing: ModelwatchFeatureDrift(f0")
+    quiet = Observer().tick("drift", 2.0, scrape, DRIFT, alerts=())
+    assert render_line(quiet).endswith("| alerts none")
+    off = Observer().tick("drift", 2.0, scrape, DRIFT)
+    assert "alerts" not in render_line(off)
+    assert not any("alerts" in line for line in render_block(off))
+
+
+def test_local_alertmanager_config_keeps_routing_and_inhibition() -> None:
+    """The local copy keeps routes and inhibition and sends every receiver to the webhook."""
+    source = ALERTMANAGER_YAML.read_text()
+    grouping = Grouping("1s", "2s", "1h")
+    local = yaml.safe_load(local_alertmanager_config(source, "http://127.0.0.1:9/hook", grouping))
+    original = yaml.safe_load(source)
+    assert local["inhibit_rules"] == original["inhibit_rules"]
+    assert [r["name"] for r in local["receivers"]] == [r["name"] for r in original["receivers"]]
+    for receiver in local["receivers"]:
+        assert receiver["webhook_configs"] == [
+            {"url": "http://127.0.0.1:9/hook", "send_resolved": True}
+        ]
+    routes = [local["route"], *local["route"]["routes"]]
+    assert [r.get("matchers") for r in routes] == [
+        r.get("matchers") for r in [original["route"], *original["route"]["routes"]]
+    ]
+    assert all(r.get("group_wait", "1s") == "1s" for r in routes)
+    assert local["route"]["group_interval"] == "2s"
+    silent = yaml.safe_load(local_alertmanager_config(source, None))
+    assert all(set(r) == {"name"} for r in silent["receivers"])
+    assert silent["route"] == original["route"]
+
+
+def test_local_configurations_pass_the_real_checkers(tmp_path: Path) -> None:
+    """The local Alertmanager copy passes amtool and the generated Prometheus config promtool."""
+    am = tmp_path / "alertmanager.yml"
+    am.write_text(local_alertmanager_config(ALERTMANAGER_YAML.read_text(), "http://127.0.0.1:9/"))
+    checked = run_tool("amtool", "check-config", str(am))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("groups: []\n")
+    targets = [
+        ScrapeTarget("modelwatch-sidecar", "127.0.0.1:9500", {"namespace": "d", "pod": "d-0"}),
+        ScrapeTarget("modelwatch-sidecar", "127.0.0.1:9501", {"namespace": "d", "pod": "d-1"}),
+        ScrapeTarget("kubernetes-cadvisor", "127.0.0.1:9600", honor_labels=True),
+    ]
+    config = prometheus_config(targets, [rules], "127.0.0.1:9093")
+    assert [job["job_name"] for job in config["scrape_configs"]] == [
+        "modelwatch-sidecar",
+        "kubernetes-cadvisor",
+    ]
+    assert len(config["scrape_configs"][0]["static_configs"]) == 2
+    prom = tmp_path / "prometheus.yml"
+    prom.write_text(yaml.safe_dump(config))
+    checked = run_tool("promtool", "check", "config", str(prom))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 @pytest.mark.slow
 def test_short_demo_catches_the_drift_and_leaves_no_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A short real demo run flags every shifted feature, exits 0, and its children are gone."""
+    require_tool("prometheus")
+    require_tool("prometheus-alertmanager")
     model_dir = train.build(tmp_path / "model").directory
     code = demo.main(
         [
@@ -140,7 +249,9 @@ def test_short_demo_catches_the_drift_and_leaves_no_process(
     assert code == 0, output
     assert "missed: none" in output
     pids = [int(p) for p in re.findall(r"up \(pid (\d+)\)", output)]
-    assert len(pids) == 2
+    assert len(pids) == 4  # sidecar, model server, Prometheus, Alertmanager
+    assert "alerts that fired (Prometheus ALERTS, whole run):" in output
+    assert "Watchdog(none)" in output  # the rules were loaded and evaluated
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -1,0 +1,1 @@
+"""Integration tests: the product's processes with real Prometheus and Alertmanager binaries."""
