@@ -164,6 +164,8 @@ def _alerts(config: RulesConfig) -> list[Rule]:
         )
         for b in config.burn_rates
     ]
+    # The rate window must empty before the `for:` starts, so the silence lasts both.
+    silent = config.traffic_window.seconds + config.no_predictions_for.seconds
     rules.append(
         alert(
             config,
@@ -180,7 +182,7 @@ def _alerts(config: RulesConfig) -> list[Rule]:
             summary="A running sidecar receives no predictions.",
             description=(
                 f"The sidecar of {POD} is up but has seen no predictions for "
-                f"{config.no_predictions_for}."
+                f"{Duration(silent, '')}."
             ),
         )
     )

@@ -97,7 +97,8 @@ FEATURE = "feature {{ $labels.feature }}"
 POD = "pod {{ $labels.pod }} in namespace {{ $labels.namespace }}"
 VALUE_3F = '{{ $value | printf "%.3f" }}'
 VALUE_PERCENT = "{{ $value | humanizePercentage }}"
-VALUE = "{{ $value | humanize }}"
+# printf, not humanize: humanize writes 0.5/s as "500m", which reads as 500 million.
+VALUE = '{{ $value | printf "%.3g" }}'
 
 
 def percent(ratio: float) -> str:
