@@ -299,6 +299,23 @@ def test_kibana_import_posts_the_saved_objects_with_kbn_xsrf() -> None:
     assert service["depends_on"]["kibana"]["condition"] == "service_healthy"
 
 
+CURL_OPTIONS_AFTER_7_68 = ("--fail-with-body", "--json", "--retry-all-errors", "--url-query")
+"""curl options newer than curl 7.68, the one in the Ubuntu 20.04 based Elastic 8.17 images."""
+
+
+def test_elastic_images_use_only_curl_options_their_curl_has() -> None:
+    """Commands and health checks run in the Elastic 8.17 images avoid curl options after 7.68."""
+    problems = []
+    for name, service in _services().items():
+        if not re.match(r"docker\.elastic\.co/.+:8\.17\.", service.get("image", "")):
+            continue
+        test = service.get("healthcheck", {}).get("test", [])
+        text = _command_text(service) + "\n" + "\n".join(map(str, test))
+        assert "curl" in text, name
+        problems += [f"{name}: {o}" for o in CURL_OPTIONS_AFTER_7_68 if o in text]
+    assert problems == []
+
+
 def test_dependencies_wait_for_health_or_completion() -> None:
     """Every depends_on condition is one the target can meet; services have health checks."""
     services = _services()

@@ -14,9 +14,11 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,6 +60,28 @@ patches:
 _SENSITIVE = re.compile(r"(TOKEN|PASSWORD|API_KEY|SECRET|_KEY|USERNAME)$")
 
 Doc = dict[str, Any]
+
+
+KUBECTL_HINT = (
+    "kubectl 1.27 or newer (kustomize v5 inside) is needed to render k8s/; Debian's "
+    "kubernetes-client (1.20, kustomize v2) is too old. Install the release binary, e.g. "
+    "https://dl.k8s.io/release/v1.32.4/bin/linux/amd64/kubectl (checked against the .sha256 "
+    "file beside it), or the pkgs.k8s.io apt repository"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kubectl_with_kustomize_v5() -> None:
+    """Fail every test of the module loudly, with the install hint, without a usable kubectl."""
+    if shutil.which("kubectl") is None:
+        pytest.fail(f"required tool 'kubectl' is not on PATH. {KUBECTL_HINT}", pytrace=False)
+    result = run_tool("kubectl", "version", "--client", "-o", "json")
+    found = ""
+    if result.returncode == 0:
+        found = str(json.loads(result.stdout).get("kustomizeVersion", ""))
+    major = re.match(r"v(\d+)\.", found)
+    if major is None or int(major.group(1)) < 5:
+        pytest.fail(f"kubectl has kustomize {found or 'unknown'}. {KUBECTL_HINT}", pytrace=False)
 
 
 def kustomize(directory: Path) -> str:
@@ -418,6 +442,61 @@ def test_secrets_come_only_from_secret_references(
                 assert urlsplit(entry["value"]).password is None, name
 
 
+def resolved_env(docs: list[Doc], name: str, tmp_path: Path) -> dict[str, str]:
+    """A container's environment as the program sees it, with stand-ins for references.
+
+    Secret, field and resource references get plausible values; a value naming a file on a
+    Secret volume of the container points at a stand-in file instead (the CA certificate).
+    """
+    item = container(docs, name)
+    secret_volumes = {
+        v["name"] for v in pod_spec(docs)["volumes"] if "secret" in v or "projected" in v
+    }
+    secret_mounts = [
+        m["mountPath"] for m in item.get("volumeMounts", []) if m["name"] in secret_volumes
+    ]
+    stand_ins = {"secretKeyRef": "stand-in-secret", "fieldRef": "pod-0", "resourceFieldRef": "2"}
+    resolved = {}
+    for key, entry in env(item).items():
+        if "value" in entry:
+            value = entry["value"]
+            if any(value.startswith(mount + "/") for mount in secret_mounts):
+                value = str(tmp_path / Path(value).name)
+                Path(value).write_text("stand-in file\n")
+        else:
+            (source,) = entry["valueFrom"]
+            value = stand_ins[source]
+        resolved[key] = value
+    return resolved
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_container_settings_are_known_keys_the_programs_accept(
+    target: str, objects: dict[str, list[Doc]], tmp_path: Path
+) -> None:
+    """Every MODELWATCH_* variable is a real setting, and both programs validate their env."""
+    from serving.settings import ServingSettings
+    from serving.settings import env_key as serving_key
+    from sidecar import es_settings
+    from sidecar.settings import Settings
+    from sidecar.settings import env_key as sidecar_key
+
+    docs = objects[target]
+    es_keys = {v for k, v in vars(es_settings).items() if k.endswith("_KEY") and isinstance(v, str)}
+    es_keys |= {f"{key}_FILE" for key in es_keys} | set(es_settings.KUBERNETES_KEYS.values())
+    known = {
+        SERVER: {serving_key(f.name) for f in dataclass_fields(ServingSettings)},
+        SIDECAR: {sidecar_key(f.name) for f in dataclass_fields(Settings)} | es_keys,
+    }
+    for name, keys in known.items():
+        variables = resolved_env(docs, name, tmp_path)
+        assert set(variables) - keys == set(), name
+    ServingSettings.from_environ(resolved_env(docs, SERVER, tmp_path))
+    settings = Settings.from_sources(resolved_env(docs, SIDECAR, tmp_path))
+    if any(url.startswith("https://") for url in settings.es.urls):
+        assert settings.es.ca_file is not None, "an https Elasticsearch URL needs its CA"
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_service_account_mounts_no_token(target: str, objects: dict[str, list[Doc]]) -> None:
     """The pod's ServiceAccount and the pod itself turn the API token mount off."""
@@ -627,13 +706,43 @@ def test_prod_runs_three_replicas_autoscaled_on_the_adapter_metric(
 ) -> None:
     """Prod: three replicas at least, scaled on CPU, memory and the request rate per pod."""
     docs = objects[target]
-    assert only(docs, "Deployment")["spec"]["replicas"] == 3
     hpa = only(docs, "HorizontalPodAutoscaler")["spec"]
     assert hpa["minReplicas"] >= 3
     resources = {m["resource"]["name"] for m in hpa["metrics"] if m["type"] == "Resource"}
     assert resources == {"cpu", "memory"}
     pods = [m["pods"]["metric"]["name"] for m in hpa["metrics"] if m["type"] == "Pods"]
     assert pods == [adapter_rule()["name"]["as"]]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_replica_count_is_written_only_where_no_autoscaler_owns_it(
+    target: str, objects: dict[str, list[Doc]]
+) -> None:
+    """With an HPA the Deployment names no replicas (an apply would fight it); without, it does."""
+    docs = objects[target]
+    deployment = only(docs, "Deployment")
+    autoscalers = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    if autoscalers:
+        (hpa,) = autoscalers
+        assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        assert "replicas" not in deployment["spec"]
+    else:
+        assert deployment["spec"]["replicas"] >= 1
+
+
+def test_dev_and_prod_ingresses_can_share_one_controller(objects: dict[str, list[Doc]]) -> None:
+    """Dev and prod never route the same host and path (ingress-nginx refuses a duplicate)."""
+    routes = {}
+    for target in ("dev", "prod"):
+        rules = only(objects[target], "Ingress")["spec"]["rules"]
+        routes[target] = {
+            (rule.get("host", "*"), path["path"])
+            for rule in rules
+            for path in rule["http"]["paths"]
+        }
+    assert routes["dev"]
+    assert routes["prod"]
+    assert not routes["dev"] & routes["prod"]
 
 
 def adapter_rule() -> Doc:
