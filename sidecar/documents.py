@@ -35,6 +35,9 @@ MAX_ID_BYTES = 512
 KUBERNETES_FIELDS = ("pod.name", "namespace", "node.name")
 """The ``kubernetes.*`` keys a builder accepts (the downward API gives all three)."""
 
+REQUEST_ID_ATTRIBUTE = "request_id"
+"""The event attribute the model server puts its request id in; it is also written as ECS
+``http.request.id`` so prediction documents join the server's own log lines on one field."""
 _OUTCOMES = {"ok": "success", "error": "failure"}
 _NS_PER_SECOND = 1_000_000_000
 
@@ -170,6 +173,10 @@ class DocumentBuilder:
             attributes = event.get("attributes")
             if attributes:
                 source["labels"] = labels_from(attributes)
+                request_id = attributes.get(REQUEST_ID_ATTRIBUTE)
+                if isinstance(request_id, str):
+                    # The model server's request id, under the ECS field its own logs use.
+                    source["http"] = {"request": {"id": request_id}}
             if self._kubernetes is not None:
                 source["kubernetes"] = self._kubernetes
             documents.append(Document(index, document_id(event_id), source))

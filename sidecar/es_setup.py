@@ -277,6 +277,7 @@ def _ecs_mappings() -> dict[str, Any]:
             ),
             "service": _object(name=keyword),
             "trace": _object(id=keyword),
+            "http": _object(request=_object(id=keyword)),
             "labels": {"type": "object"},
             "kubernetes": _object(
                 pod=_object(name=keyword),

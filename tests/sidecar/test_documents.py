@@ -129,6 +129,15 @@ def test_optional_fields_are_left_out_when_absent() -> None:
     assert "trace" not in source
     assert "scores" not in source["ml"]
     assert "labels" not in source
+    assert "http" not in source
+
+
+def test_request_id_attribute_is_also_ecs_http_request_id() -> None:
+    """The model server's request_id attribute is a label and ECS http.request.id as well."""
+    source = _one(DocumentBuilder(), attributes={"request_id": "req-42", "region": "eu"})
+    assert source["http"] == {"request": {"id": "req-42"}}
+    assert source["labels"]["request_id"] == "req-42"
+    assert "http" not in _one(DocumentBuilder())
 
 
 def test_received_at_becomes_event_created() -> None:
