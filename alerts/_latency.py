@@ -132,7 +132,8 @@ def _burn_alert(
         summary=summary,
         description=(
             f"{VALUE_PERCENT} of the predictions of {MODEL} were {what} over the last "
-            f"{burn.long_window}: {burn.factor:g}x the {percent(1 - target)} error budget."
+            f"{burn.long_window}: more than {burn.factor:g}x the {percent(1 - target)} error "
+            "budget."
         ),
     )
 

@@ -63,7 +63,8 @@ def build() -> model.Dashboard:
         c.time_series(
             q.ERROR_RATIO,
             description="Share of scored instances with status error "
-            "(modelwatch_serving_predictions_total), and share of HTTP answers that are 5xx.",
+            "(modelwatch_serving_predictions_total), and share of predict requests answered with "
+            "a 5xx status (modelwatch_serving_request_duration_seconds_count, predict route only).",
             unit=c.RATIO,
             min_value=0,
             thresholds=((alerting.ERROR_BUDGET, "red"),),

@@ -149,9 +149,17 @@ ERROR_RATIO = _panel(
         _ratio("modelwatch_serving_predictions_total", 'status="error"', MV, BY_MV),
         f"predictions {L_MV}",
     ),
-    # 1 - non-5xx share: the series exists while any request is answered, 5xx or not.
+    # 1 - non-5xx share: the series exists while any request is answered, 5xx or not. Predict
+    # route only: health probes and scrapes would dilute it, and a 503 from /readyz while the
+    # model loads is no failed prediction.
     Query(
-        "1 - " + _ratio("modelwatch_serving_request_duration_seconds_count", NOT_5XX, MV, BY_MV),
+        "1 - "
+        + _ratio(
+            "modelwatch_serving_request_duration_seconds_count",
+            NOT_5XX,
+            f"{MV}, {PREDICT_ROUTE}",
+            BY_MV,
+        ),
         f"HTTP 5xx {L_MV}",
     ),
 )
