@@ -40,22 +40,15 @@ import httpx
 import orjson
 
 from serving import train
-from serving._alerting import (
-    AlertingStack,
-    AlertingUnavailableError,
-    ScrapeTarget,
-    start_repository_alerting,
-)
+from serving._alerting import AlertingStack
+from serving._demo_alerting import active_alerts, alerting_summary, fired_alerts, start_alerting
 from serving._demo_processes import ManagedProcess, start_model_server, start_sidecar
 from serving._demo_view import (
-    AlertView,
     LiveView,
     Observer,
     Tick,
     logger_outcomes,
-    parse_alertmanager,
     parse_drift,
-    parse_fired,
     parse_server,
 )
 from serving.loadgen import (
@@ -74,10 +67,7 @@ SPOOL_DIR = "spool"
 PREDICTIONS_DIR = "predictions"
 """Sub-folders of the output folder: the sidecar's spool and its NDJSON prediction logs."""
 ALERTS_DIR = Path("alerts")
-ALERTING_DIR = "alerting"
-"""Sub-folder of the output folder: Prometheus' and Alertmanager's configurations, data, logs."""
-NAMESPACE, POD = "demo", "demo-0"
-"""The target labels Kubernetes would give the demo's pod (the rules aggregate by them)."""
+"""The repository's alerting folder: rules are generated from it, Alertmanager configured."""
 WINDOW_SECONDS = 30.0
 SLOT_SECONDS = 1.0
 TICK_SECONDS = 1.0
@@ -132,8 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         processes.append(server)
         say(f"model server up (pid {server.pid}): http://127.0.0.1:{port}")
-        alerting = _start_alerting(
-            ALERTS_DIR, out, args, (f"127.0.0.1:{metrics}", f"127.0.0.1:{port}"), say
+        alerting = start_alerting(
+            ALERTS_DIR,
+            out,
+            window_seconds=args.window_seconds,
+            rate=args.rate,
+            targets=(f"127.0.0.1:{metrics}", f"127.0.0.1:{port}"),
+            say=say,
         )
         if alerting is not None:
             processes.extend(alerting.processes())
@@ -182,9 +177,9 @@ async def _run(
             say(phases[name].result.summary())
             say(f"  drift detected at the end: {_flagged_text(phases[name].drift)}")
         outputs = await _save_outputs(client, endpoints, out)
-        fired = await _fired_alerts(client, endpoints, time.time() - started)
+        fired = await fired_alerts(client, endpoints.prometheus, time.time() - started)
     code = _summary(phases, shifts, len(rows), outputs, _prediction_logs(out), say)
-    _alerting_summary(fired, shifts, out, say)
+    alerting_summary(fired, shifts, out, say)
     return code
 
 
@@ -230,35 +225,11 @@ async def _observe(
     metrics, drift, alerts = await asyncio.gather(
         client.get(f"{endpoints.serving}/metrics"),
         client.get(f"{endpoints.sidecar_ingest}/v1/drift"),
-        _active_alerts(client, endpoints),
+        active_alerts(client, endpoints.alertmanager),
     )
     scrape = parse_server(metrics.text, time.monotonic())
     client_errors = sum(n for code, n in stats.by_status.items() if 400 <= code < 500)
     return observer.tick(phase, elapsed, scrape, drift.json(), client_errors, alerts)
-
-
-async def _active_alerts(
-    client: httpx.AsyncClient, endpoints: Endpoints
-) -> tuple[AlertView, ...] | None:
-    """The alerts Alertmanager would notify now (not silenced or inhibited); None without it."""
-    if endpoints.alertmanager is None:
-        return None
-    answer = await client.get(
-        f"{endpoints.alertmanager}/api/v2/alerts",
-        params={"active": "true", "silenced": "false", "inhibited": "false"},
-    )
-    return parse_alertmanager(answer.json())
-
-
-async def _fired_alerts(
-    client: httpx.AsyncClient, endpoints: Endpoints, seconds: float
-) -> list[AlertView] | None:
-    """Every alert that fired during the run, from Prometheus' ``ALERTS`` series."""
-    if endpoints.prometheus is None:
-        return None
-    query = f'max_over_time(ALERTS{{alertstate="firing"}}[{max(1, int(seconds) + 1)}s])'
-    answer = await client.get(f"{endpoints.prometheus}/api/v1/query", params={"query": query})
-    return parse_fired(answer.json())
 
 
 async def _save_outputs(
@@ -350,82 +321,6 @@ def _ensure_model(model_dir: Path, say: _Printer) -> Path:
         f"{built.holdout_rows} held out, held-out accuracy {built.holdout_accuracy:.3f}"
     )
     return model_dir
-
-
-def _start_alerting(
-    alerts: Path,
-    out: Path,
-    args: argparse.Namespace,
-    targets: tuple[str, str],
-    say: _Printer,
-) -> AlertingStack | None:
-    """Prometheus and Alertmanager with the repository's rules scaled to the drift window.
-
-    ``targets`` are the sidecar's metrics and the model server's ``host:port``. Without the
-    binaries or an ``alerts/`` folder the demo runs on without alerting.
-    """
-    if not (alerts / "alertmanager.yaml").is_file():
-        say(f"alerting: no {alerts}/alertmanager.yaml, so Prometheus and Alertmanager are off")
-        return None
-    labels = {"namespace": NAMESPACE, "pod": POD}
-    sidecar, server = targets
-    try:
-        stack, config = start_repository_alerting(
-            out / ALERTING_DIR,
-            alerts,
-            [
-                ScrapeTarget("modelwatch-sidecar", sidecar, labels),
-                ScrapeTarget("modelwatch-serving", server, labels),
-            ],
-            drift_window_seconds=args.window_seconds,
-        )
-    except AlertingUnavailableError as exc:
-        say(f"alerting: off ({exc}; scripts/setup.sh installs them)")
-        return None
-    say(
-        f"prometheus up (pid {stack.prometheus.pid}): {stack.prometheus_url}, rules scaled to a "
-        f"{config.psi_window} drift window, for: {config.drift_for}, 1 s scrape and evaluation"
-    )
-    say(
-        f"alertmanager up (pid {stack.alertmanager.pid}): {stack.alertmanager_url} "
-        "(routes and inhibition of alerts/alertmanager.yaml, receivers notify no one)"
-    )
-    # The drift alerts need min_window_events values in the window (at one event per request).
-    per_window = args.rate * config.psi_window.seconds
-    if per_window < config.min_window_events:
-        say(
-            f"alerting: {per_window:g} events per {config.psi_window} window is below the drift "
-            f"alerts' guard of {config.min_window_events}: they cannot fire at this rate"
-        )
-    return stack
-
-
-def _alerting_summary(
-    fired: list[AlertView] | None,
-    shifts: Sequence[Any],
-    out: Path,
-    say: _Printer,
-) -> None:
-    if fired is None:
-        return
-    say("  alerts that fired (Prometheus ALERTS, whole run):")
-    for alert in fired:
-        say(f"    {alert}")
-    if not fired:
-        say("    none")
-    shifted = {str(s.feature) for s in shifts}
-    drift = {a.subject for a in fired if a.name == "ModelwatchFeatureDrift"}
-    say(
-        "  fleet PSI alert (ModelwatchFeatureDrift) fired for the shifted features: "
-        f"{', '.join(sorted(drift & shifted)) or 'none'}; for others: "
-        f"{', '.join(sorted(drift - shifted)) or 'none'}"
-    )
-    folder = out / ALERTING_DIR
-    say(
-        f"  Prometheus data: {folder / 'prometheus-data'} (rules in {folder / 'rules'}/); "
-        f"browse it with prometheus --config.file={folder / 'prometheus.yml'} "
-        f"--storage.tsdb.path={folder / 'prometheus-data'}"
-    )
 
 
 def _shift_text(plan: TrafficPlan) -> str:
