@@ -10,158 +10,42 @@ replaced by a webhook into the test. Events go straight to the sidecars' ingest 
 ``credit`` (drift), ``pricing`` (latency), ``fleet`` (fleet PSI across two pods) and the demo
 model ``breast-cancer`` (dashboard queries, through the model server).
 
-Nothing waits a fixed time: every wait polls a condition with a deadline. Durations are never
-asserted; the drift-onset-to-notification time is printed and written to ``timings.json`` in
-the stack's folder.
+The stack is built by ``_stack``, the traffic by ``_traffic`` and the fleet PSI oracle lives in
+``_psi_oracle``. Nothing waits a fixed time: every wait polls a condition with a deadline.
+Durations are never asserted; the drift-onset-to-notification time is printed and written to
+``timings.json`` in the stack's folder.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-from numpy.typing import NDArray
 
-from alerts.config import DEFAULT
 from dashboards.grafana.queries import all_queries, substitute_variables
 from serving import train
-from serving._alerting import AlertingStack, Grouping, ScrapeTarget, start_repository_alerting
-from serving._demo_processes import ManagedProcess, start_model_server, start_sidecar
 from serving.loadgen import LoadConfig, TrafficPlan, load_rows, run_load
-from sidecar.profile import Profile, dump_profile
-from tests.support.alerting_stack import (
-    AlertmanagerApi,
-    PrometheusApi,
-    WebhookReceiver,
-    poll,
+from tests.integration._psi_oracle import extrapolation_tolerance, pooled_psi
+from tests.integration._stack import CONFIG, GROUPING, PODS, WINDOW_SECONDS, Stack, running_stack
+from tests.integration._traffic import (
+    BATCH,
+    CREDIT_NUMERIC,
+    Pacer,
+    credit_events,
+    simple_events,
 )
-from tests.support.fake_exporters import FakeContainer, serve_fake_exporters
-from tests.support.profiles import make_profile
+from tests.support.alerting_stack import poll
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.slow
 
-SCALE = 1 / 60
-CONFIG = DEFAULT.scaled(SCALE)
-WINDOW_SECONDS = CONFIG.psi_window.seconds
-"""The sidecars' drift window matches the rules' PSI window (60 s), as in production (1 h)."""
-NAMESPACE = "shop"
-PODS = ("shop-0", "shop-1")
-GROUPING = Grouping(group_wait="1s", group_interval="2s", repeat_interval="1h")
-BATCH = 25
-BATCH_SECONDS = 0.5
-"""50 events/s per fed model: 3 000 per 1-minute window, six times the 500-event guard."""
-EPSILON = 1e-4
 DRIFT_ALERTS = ("ModelwatchFeatureDrift", "ModelwatchFeatureDriftKS", "ModelwatchPredictionDrift")
-CREDIT_NUMERIC = ("income", "debt_ratio", "age", "tenure")
 SHIFTED = frozenset({"debt_ratio", "tenure"})
-SHIFT = 1.5
-"""Shift of the drifted features, in standard deviations of the reference."""
-SEGMENTS = ("retail", "business", "premium")
-SEGMENT_P = (0.6, 0.3, 0.1)
-ROOT = Path(__file__).resolve().parents[2]
-
-Events = list[dict[str, Any]]
-
-
-@dataclass(slots=True)
-class Stack:
-    """The running stack and what the tests record."""
-
-    folder: Path
-    prom: PrometheusApi
-    am: AlertmanagerApi
-    webhook: WebhookReceiver
-    ingest: Mapping[str, str]
-    """Sidecar ingest URL by pod."""
-    serving: str
-    model_dir: Path
-    profiles: Mapping[str, Profile]
-    http: httpx.Client
-    timings: dict[str, Any] = field(default_factory=dict)
-    _ids: Iterator[int] = field(default_factory=lambda: iter(range(10**9)))
-
-    def send(self, pod: str, model: str, events: Events) -> None:
-        """POST ``events`` of ``model`` (version 1) to the sidecar of ``pod``; all accepted."""
-        for event in events:
-            event.setdefault("id", f"{model}-{next(self._ids)}")
-            event.setdefault("timestamp", time.time())
-            event.setdefault("status", "ok")
-        body = {"model": model, "version": "1", "events": events}
-        answer = self.http.post(f"{self.ingest[pod]}/v1/events", json=body)
-        assert answer.status_code == 202, answer.text
-        assert not answer.json().get("rejected"), answer.text
-
-    def save_timings(self) -> Path:
-        """Write what was measured so far to ``timings.json``; returns its path."""
-        path = self.folder / "timings.json"
-        path.write_text(json.dumps(self.timings, indent=2, sort_keys=True) + "\n")
-        return path
-
-
-class Pacer:
-    """Sends one batch per call, then waits out the rest of its period (the traffic's rate)."""
-
-    def __init__(self, send: Callable[[], None], period: float = BATCH_SECONDS) -> None:
-        self._send = send
-        self._period = period
-        self._next = time.monotonic()
-
-    def __call__(self) -> None:
-        self._send()
-        self._next += self._period
-        time.sleep(max(0.0, self._next - time.monotonic()))
-
-
-def _credit_profile(rng: np.random.Generator) -> Profile:
-    n = 20_000
-    return make_profile(
-        model="credit",
-        numeric={name: rng.normal(0.0, 1.0, n) for name in CREDIT_NUMERIC},
-        categorical={"segment": list(rng.choice(SEGMENTS, n, p=SEGMENT_P))},
-        prediction=list(rng.choice(["approve", "reject"], n, p=(0.7, 0.3))),
-        prediction_kind="categorical",
-    )
-
-
-def _credit_events(rng: np.random.Generator, n: int, shifted: frozenset[str]) -> Events:
-    columns = {
-        name: rng.normal(SHIFT if name in shifted else 0.0, 1.0, n) for name in CREDIT_NUMERIC
-    }
-    segments = rng.choice(SEGMENTS, n, p=SEGMENT_P)
-    predictions = rng.choice(["approve", "reject"], n, p=(0.7, 0.3))
-    return [
-        {
-            "latency_seconds": 0.01,
-            "features": {
-                **{name: float(col[i]) for name, col in columns.items()},
-                "segment": str(segments[i]),
-            },
-            "prediction": str(predictions[i]),
-        }
-        for i in range(n)
-    ]
-
-
-def _simple_events(columns: Mapping[str, NDArray[np.float64]], latency: float) -> Events:
-    n = len(next(iter(columns.values())))
-    return [
-        {
-            "latency_seconds": latency,
-            "features": {name: float(col[i]) for name, col in columns.items()},
-            "prediction": None,
-        }
-        for i in range(n)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -169,90 +53,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two sidecars, the model server, a fake exporter, Prometheus and Alertmanager, all running."""
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
-    folder = tmp_path_factory.mktemp("alerting")
-    rng = np.random.default_rng(20261125)
-    profiles = {
-        "credit": _credit_profile(rng),
-        "pricing": make_profile(model="pricing", numeric={"amount": rng.normal(0, 1, 5000)}),
-        "fleet": make_profile(
-            model="fleet", numeric={f: rng.normal(0, 1, 20_000) for f in ("f0", "f1")}
-        ),
-    }
-    paths = []
-    for name, profile in profiles.items():
-        paths.append(folder / f"{name}.json")
-        dump_profile(profile, paths[-1])
-    model_dir = train.build(folder / "model").directory
-    processes: list[ManagedProcess] = []
-    alerting: AlertingStack | None = None
-    prom: PrometheusApi | None = None
-    webhook = WebhookReceiver()
-    containers = [
-        FakeContainer(NAMESPACE, PODS[0], "model-server", gpu=True),
-        FakeContainer(NAMESPACE, PODS[0], "modelwatch-sidecar"),
-    ]
-    with (
-        webhook.serving(),
-        serve_fake_exporters(containers) as exporter,
-        httpx.Client(timeout=10.0) as http,
-    ):
-        try:
-            ingest: dict[str, str] = {}
-            targets = []
-            for pod, pod_profiles in zip(
-                PODS,
-                ([*paths, model_dir / train.PROFILE_FILE], [folder / "fleet.json"]),
-                strict=True,
-            ):
-                sidecar, in_port, metrics_port = start_sidecar(
-                    pod_profiles,
-                    folder / f"sidecar-{pod}.log",
-                    spool_dir=folder / pod / "spool",
-                    predictions_dir=folder / pod / "predictions",
-                    window_seconds=WINDOW_SECONDS,
-                    slot_seconds=1.0,
-                )
-                processes.append(sidecar)
-                ingest[pod] = f"http://127.0.0.1:{in_port}"
-                labels = {"namespace": NAMESPACE, "pod": pod}
-                targets.append(
-                    ScrapeTarget("modelwatch-sidecar", f"127.0.0.1:{metrics_port}", labels)
-                )
-            server, port = start_model_server(
-                model_dir, folder / "serving.log", sidecar_url=ingest[PODS[0]]
-            )
-            processes.append(server)
-            pod0 = {"namespace": NAMESPACE, "pod": PODS[0]}
-            targets += [
-                ScrapeTarget("modelwatch-serving", f"127.0.0.1:{port}", pod0),
-                ScrapeTarget("kubernetes-cadvisor", exporter, honor_labels=True),
-            ]
-            alerting, config = start_repository_alerting(
-                folder / "monitoring",
-                ROOT / "alerts",
-                targets,
-                drift_window_seconds=WINDOW_SECONDS,
-                webhook_url=webhook.url,
-                grouping=GROUPING,
-            )
-            assert config == CONFIG
-            prom = PrometheusApi(alerting.prometheus_url)
-            # Prometheus 2.42 scrapes a new static target only after a few seconds.
-            poll(prom.targets_up, lambda up: len(up) == 4 and all(up.values()), 60, "targets up")
-            yield Stack(
-                folder, prom, AlertmanagerApi(alerting.alertmanager_url), webhook, ingest,
-                f"http://127.0.0.1:{port}", model_dir, profiles, http,
-            )  # fmt: skip
-        finally:
-            if prom is not None:
-                prom.close()
-            if (folder / "timings.json").exists():
-                print(f"\nalerting e2e timings ({folder / 'timings.json'}):")
-                print((folder / "timings.json").read_text())
-            if alerting is not None:
-                alerting.stop()
-            for process in reversed(processes):
-                process.stop()
+    with running_stack(tmp_path_factory.mktemp("alerting")) as running:
+        yield running
 
 
 def _prom_drift_alerts(stack: Stack, model: str) -> list[dict[str, Any]]:
@@ -270,7 +72,7 @@ def test_no_drift_alert_while_traffic_matches_the_reference(stack: Stack) -> Non
     seen: list[dict[str, Any]] = []
 
     def feed_and_watch() -> None:
-        stack.send(PODS[0], "credit", _credit_events(rng, BATCH, frozenset()))
+        stack.send(PODS[0], "credit", credit_events(rng, BATCH, frozenset()))
         seen.extend(_prom_drift_alerts(stack, "credit"))
 
     guard = "namespace_model_version_feature:modelwatch_feature_bin_total:increase1h"
@@ -310,7 +112,7 @@ def test_drift_alert_names_exactly_the_shifted_features(stack: Stack) -> None:
     rng = np.random.default_rng(2)
     onset_wall = time.time()
     onset = time.monotonic()
-    pacer = Pacer(lambda: stack.send(PODS[0], "credit", _credit_events(rng, BATCH, SHIFTED)))
+    pacer = Pacer(lambda: stack.send(PODS[0], "credit", credit_events(rng, BATCH, SHIFTED)))
 
     def state() -> tuple[set[str], set[str]]:
         psi = {
@@ -387,7 +189,7 @@ def test_latency_burn_fires_and_resolves(stack: Stack) -> None:
         lambda: stack.send(
             PODS[0],
             "pricing",
-            _simple_events({"amount": rng.normal(0, 1, BATCH)}, latency["seconds"]),
+            simple_events({"amount": rng.normal(0, 1, BATCH)}, latency["seconds"]),
         )
     )
     fast = {"alertname": "ModelwatchLatencyBudgetBurn", "long_window": "1h", "short_window": "5m"}
@@ -436,7 +238,7 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     assert result.ok == result.requests > 0
     # Labels for credit predictions turn the model-quality panels on.
     rng = np.random.default_rng(4)
-    events = _credit_events(rng, 50, frozenset())
+    events = credit_events(rng, 50, frozenset())
     stack.send(PODS[0], "credit", events)
     labels = [{"id": e["id"], "label": e["prediction"]} for e in events]
     answer = stack.http.post(
@@ -460,22 +262,6 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     stack.save_timings()
 
 
-def _pooled_psi(profile: Profile, feature: str, columns: Sequence[NDArray[np.float64]]) -> float:
-    """PSI of the pooled raw values against the profile (docs/statistics.md), computed here."""
-    spec = next(f for f in profile.features if f.name == feature)
-    edges = np.asarray(spec.psi_edges)  # type: ignore[union-attr]
-    reference = np.asarray(spec.psi_shares)  # type: ignore[union-attr]
-    pooled = np.concatenate(columns)
-    counts = np.bincount(np.searchsorted(edges, pooled, side="left"), minlength=len(reference))
-    return _psi(counts / counts.sum(), reference)
-
-
-def _psi(current: NDArray[np.float64], reference: NDArray[np.float64]) -> float:
-    c = np.where(current > 0, current, EPSILON)
-    r = np.where(reference > 0, reference, EPSILON)
-    return float(np.sum((c - r) * np.log(c / r)))
-
-
 def test_fleet_psi_pools_the_pods_events(stack: Stack) -> None:
     """Fleet PSI over two pods fed different data equals the PSI of their pooled events."""
     rng = np.random.default_rng(5)
@@ -484,7 +270,7 @@ def test_fleet_psi_pools_the_pods_events(stack: Stack) -> None:
         PODS[1]: {"f0": rng.normal(1.0, 1.0, 1000), "f1": rng.normal(-0.7, 1.3, 1000)},
     }
     for pod, columns in sent.items():
-        stack.send(pod, "fleet", _simple_events(columns, 0.01))
+        stack.send(pod, "fleet", simple_events(columns, 0.01))
     total = sum(len(c["f0"]) for c in sent.values())
     guard = 'namespace_model_version_feature:modelwatch_feature_bin_total:increase1h{model="fleet"}'
     poll(
@@ -503,8 +289,8 @@ def test_fleet_psi_pools_the_pods_events(stack: Stack) -> None:
     report = {}
     for feature in ("f0", "f1"):
         columns = [sent[pod][feature] for pod in PODS]
-        expected = _pooled_psi(profile, feature, columns)
-        tolerance = _extrapolation_tolerance(profile, feature, columns)
+        expected = pooled_psi(profile, feature, columns)
+        tolerance = extrapolation_tolerance(profile, feature, columns, float(WINDOW_SECONDS))
         per_pod = stack.prom.values(
             f'modelwatch_feature_psi{{model="fleet", feature="{feature}"}}', "pod", at
         )
@@ -514,50 +300,11 @@ def test_fleet_psi_pools_the_pods_events(stack: Stack) -> None:
         assert fleet[feature] == pytest.approx(expected, abs=tolerance), report
         for pod in PODS:
             # Each pod's own gauge is the PSI of its own events (same oracle, one pod).
-            assert per_pod[pod] == pytest.approx(
-                _pooled_psi(profile, feature, [sent[pod][feature]])
-            )
+            assert per_pod[pod] == pytest.approx(pooled_psi(profile, feature, [sent[pod][feature]]))
             assert abs(fleet[feature] - per_pod[pod]) > 10 * tolerance, report
         assert abs(fleet[feature] - np.mean(list(per_pod.values()))) > 10 * tolerance, report
     stack.timings["fleet_psi"] = report
     stack.save_timings()
-
-
-def _extrapolation_tolerance(
-    profile: Profile, feature: str, columns: Sequence[NDArray[np.float64]]
-) -> float:
-    """How far the fleet PSI may sit from the pooled PSI, derived from how ``increase()`` works.
-
-    ``increase(c[W])`` multiplies each series' sampled rise by (sampled span + extrapolated
-    span) / sampled span. All series of one pod come from the same scrapes, so one factor
-    ``k_p`` scales every bin of that pod alike; and because each counter's first sample in the
-    window is 0 (the events arrived inside it), Prometheus extrapolates only towards the end,
-    by less than 1.1 scrape intervals Δ: ``1 <= k_p < 1 + 1.1Δ / (W - 2.2Δ)`` (the sampled span
-    is at least W minus an interval at each end). Shares pool the pods with weights ``k_p``, so
-    the fleet share vector is the pooled one with the pods' relative weight ρ = k_1/k_0 off by at
-    most that factor either way; the bound is the largest PSI change over such ρ.
-
-    ``clamp_min(share, ε)`` differs from the sidecar's "replace empty shares by ε" only for
-    shares in (0, ε): with fewer than 1/ε = 10 000 events every non-empty share is at least
-    1/n > ε (checked here), and the reference shares are deciles, so the floor adds nothing.
-    """
-    delta, window = 1.0, float(WINDOW_SECONDS)
-    k_max = 1 + 1.1 * delta / (window - 2.2 * delta)
-    spec = next(f for f in profile.features if f.name == feature)
-    edges = np.asarray(spec.psi_edges)  # type: ignore[union-attr]
-    reference = np.asarray(spec.psi_shares)  # type: ignore[union-attr]
-    counts = [
-        np.bincount(np.searchsorted(edges, c, side="left"), minlength=len(reference))
-        for c in columns
-    ]
-    assert sum(len(c) for c in columns) < 1 / EPSILON
-    assert reference.min() > EPSILON
-    base = _psi((counts[0] + counts[1]) / (len(columns[0]) + len(columns[1])), reference)
-    worst = 0.0
-    for rho in np.linspace(1 / k_max, k_max, 201):
-        mixed = counts[0] + rho * counts[1]
-        worst = max(worst, abs(_psi(mixed / mixed.sum(), reference) - base))
-    return worst + 1e-9
 
 
 def _unix(rfc3339: str) -> float:
