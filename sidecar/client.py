@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from sidecar._client_arguments import check_arguments
 from sidecar._client_delivery import Problem, deliver
-from sidecar._client_encoding import EncodeError, encode_event, envelope
+from sidecar._client_encoding import EncodeError, dumps, encode_event, envelope
 from sidecar._client_ids import new_event_id
 from sidecar._client_throttle import Log, Throttle
 from sidecar._client_transport import HttpTransport, TransportResponse
@@ -221,12 +221,27 @@ class PredictionLogger:
         latency, status, timestamp, trace id and attributes are shared. It takes the buffer's
         lock once and reads the clock once. The ids (None where sampled out), in row order.
         Never blocks and never raises: sequences of different lengths queue nothing and count
-        ``len(features)`` events as dropped.
+        ``len(features)`` events as dropped. One row with nothing to sample out (the model
+        server's call) takes a shorter path with the same bytes and counts (``_log_one``).
         """
         # The model server calls this once per request, so it is written for a short path:
         # on one core, every bytecode here is CPU the request pays (docs/performance.md).
         try:
             n = len(features)
+            if n == 1 and self._sample_rate >= 1.0:
+                one = self._log_one(
+                    features,
+                    predictions,
+                    latency_seconds,
+                    status,
+                    event_ids,
+                    timestamp,
+                    scores,
+                    trace_id,
+                    attributes,
+                )
+                if one is not None:
+                    return one
             ids: list[str | None] = (
                 [new_event_id() for _ in range(n)] if event_ids is None else list(event_ids)
             )
@@ -299,6 +314,66 @@ class PredictionLogger:
             )
             return [None] * count
         return ids
+
+    def _log_one(
+        self,
+        features: Sequence[Mapping[str, object]],
+        predictions: Sequence[object],
+        latency_seconds: float,
+        status: str,
+        event_ids: Sequence[str] | None,
+        timestamp: float | None,
+        scores: Sequence[Mapping[str, float] | None] | None,
+        trace_id: str | None,
+        attributes: Mapping[str, object] | None,
+    ) -> list[str | None] | None:
+        """``log_many()`` of one row with nothing sampled out; None leaves it to the long path.
+
+        One instance per request is the model server's common case. The event is the one the
+        long path builds, keys in the same order, written as one dict display. Whatever is
+        unusual (rows of other lengths, a given None id, a value only ``encode_event``'s
+        options can write, a full buffer, a closed logger) goes the long way, which then
+        decides and counts exactly as it does for any call.
+        """
+        if len(predictions) != 1:
+            return None
+        if event_ids is None:
+            eid = new_event_id()
+        elif len(event_ids) != 1 or (eid := event_ids[0]) is None:
+            return None
+        if scores is None:
+            row_scores = None
+        elif len(scores) != 1:
+            return None
+        else:
+            row_scores = scores[0]
+        event: dict[str, object] = {
+            "id": eid,
+            "timestamp": time.time() if timestamp is None else timestamp,
+            "latency_seconds": latency_seconds,
+            "status": status,
+        }
+        if trace_id is not None:
+            event["trace_id"] = trace_id
+        if attributes is not None:
+            event["attributes"] = attributes
+        event["features"] = features[0]
+        event["prediction"] = predictions[0]
+        if row_scores is not None:
+            event["scores"] = row_scores
+        try:
+            data = b"".join((dumps(event), b""))  # an exact-size copy (see dumps)
+        except EncodeError:
+            return None
+        with self._lock:
+            buffer = self._buffer
+            if self._closing or len(buffer) >= self._max_buffer:
+                return None
+            self._logged += 1
+            buffer.append(data)
+            if len(buffer) == self._batch_size:
+                self._wake.notify()
+        return [eid]
 
     def _sample(self, ids: list[str | None], generated: bool) -> int:
         """Set the ids of the rows sampled out to None; how many they are."""
