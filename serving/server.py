@@ -12,6 +12,7 @@ and exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 from collections.abc import Mapping
@@ -136,6 +137,12 @@ def _load_model(
         model.predict(example_inputs(metadata))
     except Exception as exc:  # a warm-up on zeros may legitimately fail for some models
         logger.warning("warm-up prediction failed; serving anyway", error=str(exc))
+    # Everything alive now (modules, the model, the app) lives as long as the process. Frozen,
+    # it leaves the collector's generations, so a full collection no longer walks ~90 000
+    # long-lived objects: at saturation that was ~35 ms every ~1 700 requests, a fifth of the
+    # CPU and most of the p99 (docs/performance.md).
+    gc.collect()
+    gc.freeze()
     return model
 
 

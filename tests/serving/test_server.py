@@ -135,3 +135,45 @@ def test_serves_then_stops_cleanly_on_sigterm(
     assert "model loaded" in messages
     assert messages[-1] == "stopped"
     assert {r["service.name"] for r in records} == {"modelwatch-serving"}
+
+
+def test_long_lived_objects_are_frozen_after_the_warm_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading collects, then freezes what is alive, after the warm-up prediction and not before."""
+    import serving.server as server_module
+    from serving.metadata import load_metadata, locate
+    from serving.settings import ServingSettings
+    from sidecar.logs import get_logger
+
+    model_dir = tmp_path / "model"
+    build_classifier(model_dir)
+    location = locate(model_dir)
+    metadata = load_metadata(location.metadata_path)
+    calls: list[str] = []
+
+    class RecordingGc:
+        @staticmethod
+        def collect() -> int:
+            calls.append("collect")
+            return 0
+
+        @staticmethod
+        def freeze() -> None:
+            calls.append("freeze")
+
+    real_load = server_module.OnnxModel.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        model = real_load(*args, **kwargs)
+        real_predict = model.predict
+        monkeypatch.setattr(
+            model, "predict", lambda inputs: (calls.append("warm-up"), real_predict(inputs))[1]
+        )
+        return model
+
+    monkeypatch.setattr(server_module, "gc", RecordingGc)
+    monkeypatch.setattr(server_module.OnnxModel, "load", load)
+    settings = ServingSettings.from_environ({"MODELWATCH_MODEL_URI": str(model_dir)})
+    server_module._load_model(settings, metadata, location, get_logger())
+    assert calls == ["warm-up", "collect", "freeze"]
