@@ -242,8 +242,12 @@ class PredictionLogger:
                 )
                 if one is not None:
                     return one
+            # A None among the given ids gets a new id: None marks a row sampled out, and a
+            # row skipped for it would be counted nowhere.
             ids: list[str | None] = (
-                [new_event_id() for _ in range(n)] if event_ids is None else list(event_ids)
+                [new_event_id() for _ in range(n)]
+                if event_ids is None
+                else [new_event_id() if eid is None else eid for eid in event_ids]
             )
             if len(predictions) != n or len(ids) != n or (scores is not None and len(scores) != n):
                 lengths = (len(predictions), len(ids), n if scores is None else len(scores))

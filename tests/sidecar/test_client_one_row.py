@@ -276,3 +276,21 @@ def test_a_buffered_event_holds_about_its_own_size(path: str) -> None:
     logger.close()
     payload = sum(len(body) for body in transport.bodies)
     assert held < 2 * payload + 64 * events, (held / events, payload / events)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_a_none_among_given_ids_gets_a_new_id_and_is_sent(rows: int) -> None:
+    """A None in ``event_ids`` is replaced by a new id and the row is sent, never lost uncounted."""
+    transport = _Raw()
+    logger = PredictionLogger(model="m", version="1", transport=transport)
+    given: list[Any] = [None] + [f"e{i}" for i in range(1, rows)]
+    ids = logger.log_many(
+        features=[{}] * rows, predictions=[0] * rows, latency_seconds=0, event_ids=given
+    )
+    logger.close()
+    stats = logger.stats()
+    _settled(stats)
+    assert (stats.logged, stats.sent) == (rows, rows)
+    assert ids[0] is not None
+    assert ids[1:] == given[1:]
+    assert [e["id"] for e in json.loads(transport.bodies[0])["events"]] == ids
