@@ -29,11 +29,11 @@ from tests.deploy._k8s import (
     documents,
     kustomize,
     only,
-    require_kubectl_with_kustomize_v5,
-    target_objects,
     write_overlay,
 )
 from tests.support.tools import run_tool
+
+pytestmark = pytest.mark.usefixtures("kubectl_with_kustomize_v5")
 
 JOBS = {"metrics": "modelwatch-sidecar", "http": "modelwatch-serving"}
 """PodMonitor port → the job label the rules and dashboards select on."""
@@ -47,18 +47,6 @@ patches:
         value: my-prometheus
 """
 """The release label override documented in k8s/README.md."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kubectl_with_kustomize_v5() -> None:
-    """Fail every test of the module loudly, with the install hint, without a usable kubectl."""
-    require_kubectl_with_kustomize_v5()
-
-
-@pytest.fixture(scope="module")
-def objects() -> dict[str, list[Doc]]:
-    """Each target's rendered objects."""
-    return target_objects()
 
 
 def test_prometheus_rule_spec_passes_promtool(

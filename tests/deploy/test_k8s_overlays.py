@@ -30,24 +30,12 @@ from tests.deploy._k8s import (
     kustomize,
     only,
     pod_spec,
-    require_kubectl_with_kustomize_v5,
-    target_objects,
     write_overlay,
 )
 
+pytestmark = pytest.mark.usefixtures("kubectl_with_kustomize_v5")
+
 ADAPTER_RULES = K8S / "overlays" / "prod" / "prometheus-adapter-rules.yaml"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kubectl_with_kustomize_v5() -> None:
-    """Fail every test of the module loudly, with the install hint, without a usable kubectl."""
-    require_kubectl_with_kustomize_v5()
-
-
-@pytest.fixture(scope="module")
-def objects() -> dict[str, list[Doc]]:
-    """Each target's rendered objects."""
-    return target_objects()
 
 
 def test_dev_runs_one_small_replica_without_autoscaling_or_elasticsearch(

@@ -29,23 +29,11 @@ from tests.deploy._k8s import (
     ingest_address,
     only,
     pod_spec,
-    require_kubectl_with_kustomize_v5,
-    target_objects,
 )
 
+pytestmark = pytest.mark.usefixtures("kubectl_with_kustomize_v5")
+
 _SENSITIVE = re.compile(r"(TOKEN|PASSWORD|API_KEY|SECRET|_KEY|USERNAME)$")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kubectl_with_kustomize_v5() -> None:
-    """Fail every test of the module loudly, with the install hint, without a usable kubectl."""
-    require_kubectl_with_kustomize_v5()
-
-
-@pytest.fixture(scope="module")
-def objects() -> dict[str, list[Doc]]:
-    """Each target's rendered objects."""
-    return target_objects()
 
 
 @pytest.mark.parametrize("target", TARGETS)

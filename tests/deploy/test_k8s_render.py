@@ -23,32 +23,13 @@ from tests.deploy._k8s import (
     Doc,
     assert_schema_valid,
     only,
-    rendered_targets,
-    require_kubectl_with_kustomize_v5,
-    target_objects,
     validate,
 )
 from tests.deploy._k8s_crds import CRD_SCHEMAS
 
+pytestmark = pytest.mark.usefixtures("kubectl_with_kustomize_v5")
+
 NAMESPACES = {"base": None, "dev": "modelwatch-dev", "prod": "modelwatch", "gpu": "modelwatch"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kubectl_with_kustomize_v5() -> None:
-    """Fail every test of the module loudly, with the install hint, without a usable kubectl."""
-    require_kubectl_with_kustomize_v5()
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, str]:
-    """Each target rendered once for the module."""
-    return rendered_targets()
-
-
-@pytest.fixture(scope="module")
-def objects() -> dict[str, list[Doc]]:
-    """Each target's rendered objects."""
-    return target_objects()
 
 
 @pytest.mark.parametrize("target", TARGETS)
