@@ -54,11 +54,14 @@ class ScrapeTarget:
 
 @dataclass(frozen=True, slots=True)
 class Grouping:
-    """Alertmanager's grouping delays, as Prometheus duration strings (``1s``, ``5m``)."""
+    """Alertmanager's grouping delays, as Prometheus duration strings (``1s``, ``5m``).
 
-    group_wait: str
-    group_interval: str
-    repeat_interval: str
+    A delay left at None keeps what the configuration says.
+    """
+
+    group_wait: str | None = None
+    group_interval: str | None = None
+    repeat_interval: str | None = None
 
 
 @dataclass(slots=True)
@@ -131,7 +134,9 @@ def local_alertmanager_config(
 
     Receiver names, the route tree and the inhibition rules are kept, so routing and inhibition
     behave as in production. With ``grouping`` every route that sets a grouping delay (the root
-    always) gets the given ones. ``global`` keeps only ``resolve_timeout``; ``templates`` go with
+    always) gets the ones given (those left at None stay as configured). Alertmanager names the
+    receiver in each webhook payload (``receiver``), so one URL still shows where a
+    notification was routed. ``global`` keeps only ``resolve_timeout``; ``templates`` go with
     the receivers that used them.
     """
     config = yaml.safe_load(source)
@@ -261,8 +266,9 @@ def _receiver(name: str, webhook_url: str | None) -> dict[str, Any]:
 
 def _set_grouping(route: dict[str, Any], grouping: Grouping, *, root: bool) -> None:
     for key in _GROUPING_KEYS:
-        if root or key in route:
-            route[key] = getattr(grouping, key)
+        value = getattr(grouping, key)
+        if value is not None and (root or key in route):
+            route[key] = value
     for child in route.get("routes") or []:
         _set_grouping(child, grouping, root=False)
 

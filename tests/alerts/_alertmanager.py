@@ -1,15 +1,14 @@
-"""A real Alertmanager under test: the repository's configuration rewritten, and a webhook.
+"""A real Alertmanager under test: the repository's configuration, and a webhook.
 
-``with_webhook_receivers`` and ``with_short_group_wait`` rewrite ``alerts/alertmanager.yaml`` so
-that a test observes its notifications within seconds; ``Recorder`` is the webhook server they
-reach; ``poll`` waits for a condition with a deadline, never a fixed time.
+``serving._alerting.local_alertmanager_config`` rewrites ``alerts/alertmanager.yaml`` so that a
+test observes its notifications within seconds; ``Recorder`` is the webhook server they reach,
+keeping each notification under the receiver Alertmanager routed it to; ``poll`` waits for a
+condition with a deadline, never a fixed time.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -32,39 +31,6 @@ def load_config() -> dict[str, Any]:
     return config
 
 
-def with_webhook_receivers(config: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """A copy of ``config`` whose receivers all post to ``base_url/<receiver name>``.
-
-    Receiver names, the route tree and the inhibit rules are kept as they are, so the copy routes
-    and inhibits exactly like the original while its notifications can be observed.
-    """
-    result = copy.deepcopy(config)
-    result["receivers"] = [
-        {
-            "name": receiver["name"],
-            "webhook_configs": [{"url": f"{base_url}/{receiver['name']}", "send_resolved": True}],
-        }
-        for receiver in config["receivers"]
-    ]
-    return result
-
-
-def with_short_group_wait(config: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` whose routes wait 1 s before a group's first notification.
-
-    Only the timing changes (not what these tests pin): a group's first notification then comes
-    within seconds instead of after the production wait of up to a minute.
-    """
-    result = copy.deepcopy(config)
-    routes = [result["route"]]
-    while routes:
-        route = routes.pop()
-        if "group_wait" in route:
-            route["group_wait"] = "1s"
-        routes.extend(route.get("routes", []))
-    return result
-
-
 def poll(probe: Callable[[], _T | None], what: str, timeout: float = 30.0) -> _T:
     """Call ``probe`` until it returns something other than None; fail naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -78,7 +44,7 @@ def poll(probe: Callable[[], _T | None], what: str, timeout: float = 30.0) -> _T
 
 
 class Recorder(ThreadingHTTPServer):
-    """Webhook server remembering each notification as (receiver path, payload)."""
+    """Webhook server remembering each notification as (receiver name, payload)."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _WebhookHandler)
@@ -88,8 +54,8 @@ class Recorder(ThreadingHTTPServer):
     def find(self, receiver: str, group: dict[str, str]) -> dict[str, Any] | None:
         """The first notification to ``receiver`` of the group ``group``, if any came yet."""
         with self.lock:
-            for path, payload in self.notifications:
-                if path == receiver and payload["groupLabels"] == group:
+            for name, payload in self.notifications:
+                if name == receiver and payload["groupLabels"] == group:
                     return payload
         return None
 
@@ -100,20 +66,12 @@ class _WebhookHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
-            self.server.notifications.append((self.path.strip("/"), payload))
+            self.server.notifications.append((str(payload["receiver"]), payload))
         self.send_response(200)
         self.end_headers()
 
     def log_message(self, format: str, *args: object) -> None:
         """Keep the test output quiet."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get(url: str) -> tuple[int, bytes]:
