@@ -2,45 +2,29 @@
 
 ``serving._alerting.local_alertmanager_config`` rewrites ``alerts/alertmanager.yaml`` so that a
 test observes its notifications within seconds; ``Recorder`` is the webhook server they reach,
-keeping each notification under the receiver Alertmanager routed it to; ``poll`` waits for a
-condition with a deadline, never a fixed time.
+keeping each notification under the receiver Alertmanager routed it to. Waiting uses
+``tests.support.alerting_stack.poll``, with a deadline, never a fixed time.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
 import yaml
 
 CONFIG = Path(__file__).resolve().parents[2] / "alerts" / "alertmanager.yaml"
-_T = TypeVar("_T")
 
 
 def load_config() -> dict[str, Any]:
     """The repository's Alertmanager configuration, parsed."""
     config: dict[str, Any] = yaml.safe_load(CONFIG.read_text())
     return config
-
-
-def poll(probe: Callable[[], _T | None], what: str, timeout: float = 30.0) -> _T:
-    """Call ``probe`` until it returns something other than None; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Recorder(ThreadingHTTPServer):

@@ -19,8 +19,16 @@ import pytest
 
 from serving._alerting import Grouping, local_alertmanager_config
 from serving._demo_processes import free_port
-from tests.alerts._alertmanager import CONFIG, Recorder, get, poll
+from tests.alerts._alertmanager import CONFIG, Recorder, get
+from tests.support.alerting_stack import poll
 from tests.support.tools import require_tool
+
+TIMEOUT = 30.0
+"""Seconds any Alertmanager condition may take before the test fails."""
+
+
+def _arrived(payload: dict[str, Any] | None) -> bool:
+    return payload is not None
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +71,12 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory, webhook: Recorder) ->
         )
         try:
 
-            def ready() -> bool | None:
+            def ready() -> bool:
                 if process.poll() is not None:
                     pytest.fail(f"alertmanager exited:\n{log_path.read_text()}")
-                return True if get(f"{url}/-/ready")[0] == 200 else None
+                return get(f"{url}/-/ready")[0] == 200
 
-            poll(ready, "alertmanager to be ready")
+            poll(ready, bool, TIMEOUT, "alertmanager to be ready")
             yield url
         finally:
             process.terminate()
@@ -171,17 +179,23 @@ def settled(alertmanager: str) -> dict[str, dict[str, Any]]:
     """Post the alerts in two rounds and return Alertmanager's view once inhibition has settled."""
     _post(alertmanager, list(SOURCES_AND_PROBES))
     poll(
-        lambda: True if _suppressed(_snapshot(alertmanager), PROBES) else None,
+        lambda: _snapshot(alertmanager),
+        lambda snapshot: _suppressed(snapshot, PROBES),
+        TIMEOUT,
         "the probes to be inhibited",
     )
     _post(alertmanager, list(TARGETS))
 
-    def all_known() -> dict[str, dict[str, Any]] | None:
-        snapshot = _snapshot(alertmanager)
+    def all_known(snapshot: dict[str, dict[str, Any]]) -> bool:
         complete = len(snapshot) == len(SOURCES_AND_PROBES) + len(TARGETS)
-        return snapshot if complete and _suppressed(snapshot, ["drift_warning_f"]) else None
+        return complete and _suppressed(snapshot, ["drift_warning_f"])
 
-    return poll(all_known, "every alert to be known and drift_warning_f inhibited")
+    return poll(
+        lambda: _snapshot(alertmanager),
+        all_known,
+        TIMEOUT,
+        "every alert to be known and drift_warning_f inhibited",
+    )
 
 
 @pytest.mark.slow
@@ -213,7 +227,9 @@ def test_pager_receives_the_critical_group(
 ) -> None:
     """The critical drift alert is paged as its own group keyed by alertname, namespace, model."""
     group = {"alertname": "ModelwatchFeatureDrift", "namespace": "demo", "model": "m"}
-    payload = poll(lambda: webhook.find("pager", group), "the pager notification")
+    payload = poll(
+        lambda: webhook.find("pager", group), _arrived, TIMEOUT, "the pager notification"
+    )
     assert payload["receiver"] == "pager"
     assert payload["status"] == "firing"
     assert [a["labels"] for a in payload["alerts"]] == [_labels("drift_critical_f")]
@@ -225,6 +241,6 @@ def test_chat_receives_one_group_without_inhibited_alerts(
 ) -> None:
     """The drifting features of one model arrive in one chat message, the inhibited one left out."""
     group = {"alertname": "ModelwatchFeatureDrift", "namespace": "demo", "model": "m"}
-    payload = poll(lambda: webhook.find("chat", group), "the chat notification")
+    payload = poll(lambda: webhook.find("chat", group), _arrived, TIMEOUT, "the chat notification")
     assert payload["receiver"] == "chat"
     assert sorted(a["labels"]["feature"] for a in payload["alerts"]) == ["g", "k"]
