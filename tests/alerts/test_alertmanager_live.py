@@ -1,17 +1,16 @@
 """alerts/alertmanager.yaml in a real Alertmanager: inhibited and grouped as documented.
 
 Alertmanager 0.25 runs with the repository's route tree and inhibit rules, every receiver
-replaced by a webhook server in this module; alerts are fed over its v2 API. Only a running
-Alertmanager evaluates inhibition and grouping.
+replaced by a webhook to a ``WebhookReceiver`` in this module; alerts are fed over its v2 API.
+Only a running Alertmanager evaluates inhibition and grouping.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,41 +18,35 @@ import pytest
 
 from serving._alerting import Grouping, local_alertmanager_config
 from serving._demo_processes import free_port
-from tests.alerts._alertmanager import CONFIG, Recorder, get
-from tests.support.alerting_stack import poll
+from tests.alerts._alertmanager import CONFIG, get
+from tests.support.alerting_stack import WebhookReceiver, poll
 from tests.support.tools import require_tool
 
 TIMEOUT = 30.0
 """Seconds any Alertmanager condition may take before the test fails."""
 
 
-def _arrived(payload: dict[str, Any] | None) -> bool:
+def _arrived(payload: Mapping[str, Any] | None) -> bool:
     return payload is not None
 
 
 @pytest.fixture(scope="module")
-def webhook() -> Iterator[Recorder]:
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def webhook() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver().serving() as receiver:
+        yield receiver
 
 
 @pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory: pytest.TempPathFactory, webhook: Recorder) -> Iterator[str]:
+def alertmanager(
+    tmp_path_factory: pytest.TempPathFactory, webhook: WebhookReceiver
+) -> Iterator[str]:
     binary = require_tool("prometheus-alertmanager")
     directory = tmp_path_factory.mktemp("alertmanager")
     config = directory / "alertmanager.yaml"
-    hook = f"http://127.0.0.1:{webhook.server_address[1]}"
     config.write_text(
         # Only the first notification's wait is cut (production waits up to a minute); the
         # route tree, receiver names and inhibit rules stay as configured.
-        local_alertmanager_config(CONFIG.read_text(), hook, Grouping(group_wait="1s"))
+        local_alertmanager_config(CONFIG.read_text(), webhook.url, Grouping(group_wait="1s"))
     )
     url = f"http://127.0.0.1:{free_port()}"
     log_path = directory / "alertmanager.log"
@@ -223,7 +216,7 @@ def test_alert_is_not_inhibited(settled: dict[str, dict[str, Any]], key: str) ->
 
 @pytest.mark.slow
 def test_pager_receives_the_critical_group(
-    settled: dict[str, dict[str, Any]], webhook: Recorder
+    settled: dict[str, dict[str, Any]], webhook: WebhookReceiver
 ) -> None:
     """The critical drift alert is paged as its own group keyed by alertname, namespace, model."""
     group = {"alertname": "ModelwatchFeatureDrift", "namespace": "demo", "model": "m"}
@@ -237,7 +230,7 @@ def test_pager_receives_the_critical_group(
 
 @pytest.mark.slow
 def test_chat_receives_one_group_without_inhibited_alerts(
-    settled: dict[str, dict[str, Any]], webhook: Recorder
+    settled: dict[str, dict[str, Any]], webhook: WebhookReceiver
 ) -> None:
     """The drifting features of one model arrive in one chat message, the inhibited one left out."""
     group = {"alertname": "ModelwatchFeatureDrift", "namespace": "demo", "model": "m"}

@@ -98,6 +98,13 @@ class WebhookReceiver:
                     found.append((note.received, alert))
         return found
 
+    def find(self, receiver: str, group: Mapping[str, str]) -> Mapping[str, Any] | None:
+        """The first notification routed to ``receiver`` for the group ``group``, if any yet."""
+        for note in self.notifications():
+            if note.body.get("receiver") == receiver and note.body.get("groupLabels") == group:
+                return note.body
+        return None
+
     def _add(self, body: Mapping[str, Any]) -> None:
         with self._lock:
             self._notifications.append(Notification(time.monotonic(), body))
