@@ -7,7 +7,9 @@ so the demo, the benchmarks and the tests can run the real thing in-process.
 
 The two listeners are separate on purpose: ingest (pod-local by default) is where the model
 server writes, metrics (``GET /metrics`` only) is what Prometheus scrapes. Both run in one
-asyncio loop, so the collector reads the monitors between requests, never during one.
+asyncio loop, so the collector reads the monitors between requests, never during one. With
+``ingest_socket`` set, the ingest server also accepts on that Unix socket: one app, one lifespan,
+two sockets, so both ways in share the token, the limits and the counters.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +29,17 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from structlog.typing import FilteringBoundLogger
 
-from sidecar._listen import QuietServer, bind, run_loop, stop_on_signals, uvicorn_config
+from sidecar._listen import (
+    QuietServer,
+    SocketFileId,
+    bind,
+    bind_unix,
+    remove_socket_file,
+    run_loop,
+    socket_file_id,
+    stop_on_signals,
+    uvicorn_config,
+)
 from sidecar._shipping import ShippingPipeline
 from sidecar.counters import IngestCounters
 from sidecar.engine import EngineConfig
@@ -52,6 +65,7 @@ SHIPPER_STOP_SECONDS = 10
 
 _OVERRIDABLE = (
     "ingest_addr",
+    "ingest_socket",
     "metrics_addr",
     "window_seconds",
     "slot_seconds",
@@ -70,6 +84,7 @@ _OVERRIDABLE = (
 
 _HELP = {
     "ingest_addr": "HOST:PORT of the ingest API (default 127.0.0.1:8081; port 0 = any free port)",
+    "ingest_socket": "absolute path of a Unix socket also serving the ingest API (default: none)",
     "metrics_addr": "HOST:PORT of GET /metrics (default 0.0.0.0:9500)",
     "window_seconds": "drift window length in seconds (default 3600)",
     "slot_seconds": "drift window slot length in seconds (default 60)",
@@ -178,7 +193,8 @@ class Sidecar:
     """The whole sidecar in-process: monitors, ingest app, collector, and both listeners.
 
     Build it, ``await start()`` (the bound ports are then in ``ingest_port`` and
-    ``metrics_port``), and ``await stop()``; or use it as an async context manager.
+    ``metrics_port``, the Unix socket, if any, in ``ingest_socket``), and ``await stop()``;
+    or use it as an async context manager. ``stop`` removes the Unix socket file.
     """
 
     def __init__(
@@ -223,30 +239,36 @@ class Sidecar:
         )
         self.metrics_app = MetricsApp(self.registry)
         self.ingest_port: int | None = None
+        self.ingest_socket: Path | None = None
         self.metrics_port: int | None = None
+        self._socket_file: tuple[Path, SocketFileId | None] | None = None
         self._servers: list[QuietServer] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Bind both listeners and return once both accept connections."""
+        """Bind both listeners (and the ingest Unix socket) and return once they accept."""
         if self.shipping is not None:
             self.shipping.start()
+        ingest_socks: list[socket.socket] = []
         try:
-            ingest_sock = bind(self.settings.ingest_addr, env_key("ingest_addr"))
-        except ConfigError:
-            await self._close_shipping()
-            raise
-        try:
+            ingest_socks.append(bind(self.settings.ingest_addr, env_key("ingest_addr")))
+            path = self.settings.ingest_socket
+            if path is not None:
+                ingest_socks.append(bind_unix(path, env_key("ingest_socket")))
+                self._socket_file = (path, socket_file_id(path))
             metrics_sock = bind(self.settings.metrics_addr, env_key("metrics_addr"))
         except ConfigError:
-            ingest_sock.close()
+            for sock in ingest_socks:
+                sock.close()
+            self._remove_socket_file()
             await self._close_shipping()
             raise
-        self.ingest_port = ingest_sock.getsockname()[1]
+        self.ingest_port = ingest_socks[0].getsockname()[1]
+        self.ingest_socket = self.settings.ingest_socket
         self.metrics_port = metrics_sock.getsockname()[1]
-        for app, sock, lifespan in (
-            (self.ingest_app, ingest_sock, "on"),
-            (self.metrics_app, metrics_sock, "off"),
+        for app, socks, lifespan in (
+            (self.ingest_app, ingest_socks, "on"),
+            (self.metrics_app, [metrics_sock], "off"),
         ):
             config = uvicorn_config(
                 app,
@@ -256,7 +278,7 @@ class Sidecar:
             )
             server = QuietServer(config)
             self._servers.append(server)
-            self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            self._tasks.append(asyncio.create_task(server.serve(sockets=socks)))
         await self._wait_started()
 
     async def stop(self) -> None:
@@ -269,7 +291,14 @@ class Sidecar:
         for result in results:
             if isinstance(result, BaseException):
                 self.logger.error("listener failed while stopping", exc_info=result)
+        self._remove_socket_file()
         await self._close_shipping()
+
+    def _remove_socket_file(self) -> None:
+        """Unlink the ingest socket file we bound, unless another process has replaced it."""
+        bound, self._socket_file = self._socket_file, None
+        if bound is not None:
+            remove_socket_file(*bound)
 
     async def _close_shipping(self) -> None:
         """Stop shipping after the listeners, so every accepted request is in the spool."""
@@ -323,10 +352,12 @@ async def serve(
     """
     sidecar = Sidecar(settings, profiles, logger=logger)
     await sidecar.start()
+    unix = {} if sidecar.ingest_socket is None else {"ingest_socket": str(sidecar.ingest_socket)}
     logger.info(
         "listening",
         ingest_host=settings.ingest_addr.host,
         ingest_port=sidecar.ingest_port,
+        **unix,
         metrics_host=settings.metrics_addr.host,
         metrics_port=sidecar.metrics_port,
     )

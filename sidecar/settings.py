@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -35,6 +36,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _PROFILE_SEPARATORS = re.compile(r"[,:]")
 _SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 MiB = 1024 * 1024
+MAX_SOCKET_PATH_BYTES = 107
+"""Longest Unix socket path Linux can bind: ``sun_path`` holds 108 bytes with the final NUL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class Settings:
 
     profiles: tuple[Path, ...]
     ingest_addr: Address = Address("127.0.0.1", 8081)
+    ingest_socket: Path | None = None
+    """A Unix socket serving the same ingest API as ``ingest_addr``, in addition to it."""
     metrics_addr: Address = Address("0.0.0.0", 9500)  # noqa: S104 - Prometheus scrapes from outside the pod
     window_seconds: float = 3600.0
     slot_seconds: float = 60.0
@@ -123,6 +128,7 @@ class Settings:
         return {
             "profiles": [str(p) for p in self.profiles],
             "ingest_addr": str(self.ingest_addr),
+            "ingest_socket": None if self.ingest_socket is None else str(self.ingest_socket),
             "metrics_addr": str(self.metrics_addr),
             "window_seconds": self.window_seconds,
             "slot_seconds": self.slot_seconds,
@@ -295,6 +301,26 @@ def _path(raw: object) -> Path:
     return Path(text)
 
 
+def _socket_path(raw: object) -> Path | None:
+    text = str(raw) if isinstance(raw, Path) else _text(raw)
+    if not text:
+        return None
+    if "\0" in text:
+        raise _InvalidValueError("must not contain a NUL character")
+    if not os.path.isabs(text):
+        raise _InvalidValueError(f"must be an absolute path, got {text!r}")
+    try:
+        size = len(os.fsencode(text))
+    except UnicodeEncodeError:
+        raise _InvalidValueError("cannot be encoded as a file name") from None
+    if size > MAX_SOCKET_PATH_BYTES:
+        raise _InvalidValueError(
+            f"is {size} bytes long; a Unix socket path may have at most "
+            f"{MAX_SOCKET_PATH_BYTES} bytes"
+        )
+    return Path(text)
+
+
 def _token(raw: object) -> str | None:
     text = _text(raw)
     if any(ch.isspace() for ch in text):
@@ -325,6 +351,7 @@ def _buckets(raw: object) -> tuple[float, ...]:
 _PARSERS: dict[str, Callable[[object], Any]] = {
     "profiles": _profiles,
     "ingest_addr": _address,
+    "ingest_socket": _socket_path,
     "metrics_addr": _address,
     "window_seconds": _positive_float,
     "slot_seconds": _positive_float,

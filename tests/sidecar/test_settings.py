@@ -232,3 +232,50 @@ def test_body_timeout_defaults_to_30_seconds_and_must_be_positive() -> None:
     assert set(_problems({**BASE, "MODELWATCH_BODY_TIMEOUT_SECONDS": "0"})) == {
         "MODELWATCH_BODY_TIMEOUT_SECONDS"
     }
+
+
+def test_ingest_socket_is_off_by_default_and_when_blank() -> None:
+    """No Unix socket unless MODELWATCH_INGEST_SOCKET names one; an empty value means none."""
+    assert Settings.from_sources(BASE).ingest_socket is None
+    assert Settings.from_sources({**BASE, "MODELWATCH_INGEST_SOCKET": " "}).ingest_socket is None
+    assert Settings.from_sources(BASE).redacted()["ingest_socket"] is None
+
+
+def test_ingest_socket_comes_from_the_environment_or_the_flag() -> None:
+    """The socket path is read from the environment, a flag (string or Path) overrides it."""
+    env = {**BASE, "MODELWATCH_INGEST_SOCKET": "/var/run/modelwatch/ingest.sock"}
+    s = Settings.from_sources(env)
+    assert s.ingest_socket == Path("/var/run/modelwatch/ingest.sock")
+    assert s.redacted()["ingest_socket"] == "/var/run/modelwatch/ingest.sock"
+    assert Settings.from_sources(env, {"ingest_socket": "/run/a.sock"}).ingest_socket == Path(
+        "/run/a.sock"
+    )
+    assert Settings.from_sources(BASE, {"ingest_socket": Path("/run/b.sock")}).ingest_socket == (
+        Path("/run/b.sock")
+    )
+
+
+def test_ingest_socket_must_be_an_absolute_path() -> None:
+    """A relative socket path is refused under the key or flag that gave it."""
+    assert _problems({**BASE, "MODELWATCH_INGEST_SOCKET": "run/ingest.sock"}) == {
+        "MODELWATCH_INGEST_SOCKET": "must be an absolute path, got 'run/ingest.sock'"
+    }
+    assert set(_problems(BASE, {"ingest_socket": "ingest.sock"})) == {"--ingest-socket"}
+
+
+def test_ingest_socket_path_fits_sun_path() -> None:
+    """Up to 107 encoded bytes are accepted; one more (counting UTF-8 bytes) is refused."""
+    longest = "/" + "s" * 106
+    assert Settings.from_sources({**BASE, "MODELWATCH_INGEST_SOCKET": longest}).ingest_socket == (
+        Path(longest)
+    )
+    accented = "/" + "é" * 53  # 54 characters, 107 bytes
+    assert len(accented.encode()) == 107
+    accepted = Settings.from_sources({**BASE, "MODELWATCH_INGEST_SOCKET": accented})
+    assert accepted.ingest_socket == Path(accented)
+    problems = _problems({**BASE, "MODELWATCH_INGEST_SOCKET": accented + "x"})
+    assert problems == {
+        "MODELWATCH_INGEST_SOCKET": (
+            "is 108 bytes long; a Unix socket path may have at most 107 bytes"
+        )
+    }
