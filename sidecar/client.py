@@ -4,14 +4,15 @@
     logger.start()
     logger.log(features=row, prediction=label, latency_seconds=elapsed)
 
-``log()`` never blocks and never raises into the prediction path: it encodes the event, appends
-it to a bounded buffer under a lock and returns; ``log_many()`` does the same for all instances
-of a request with one clock read and one lock round. One daemon thread sends batches (by count
-and by time) to ``POST /v1/events``, retries with jittered backoff while the sidecar is slow, down
-or restarting, and, when the buffer is full, drops the oldest events and counts each one. Every
-logged event ends as exactly one of sent, dropped, rejected or sampled out. Standard library
-only at import (``orjson`` when importable, ``prometheus_client`` only when a registry is
-passed). The guide is ``docs/client.md``.
+``log()`` never blocks and never raises into the prediction path: it encodes the event and
+appends it to a bounded buffer; ``log_many()`` does the same for all instances of a request with
+one clock read. The common case takes no lock: the buffer is a ``deque`` shared with one daemon
+thread (``sidecar._client_sender``), which sends batches (by count and by time) to
+``POST /v1/events``, retries with jittered backoff while the sidecar is slow, down or restarting,
+and counts what became of every event. When the buffer is full the oldest events are dropped and
+counted. Every logged event ends as exactly one of sent, dropped, rejected or sampled out.
+Standard library only at import (``orjson`` when importable, ``prometheus_client`` only when a
+registry is passed). The guide is ``docs/client.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import random
 import threading
 import time
@@ -27,14 +27,15 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from sidecar._client_arguments import check_arguments
-from sidecar._client_delivery import Problem, deliver
+from sidecar._client_delivery import Problem
 from sidecar._client_encoding import EncodeError, dumps, encode_event, envelope
 from sidecar._client_ids import new_event_id
+from sidecar._client_sender import Batching, Ledger, Sender, Transport
 from sidecar._client_throttle import Log, Throttle
-from sidecar._client_transport import HttpTransport, TransportResponse
+from sidecar._client_transport import TransportResponse, transport_for
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -50,11 +51,8 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8081"
-BACKOFF_BASE_SECONDS = 0.1
-"""First retry waits up to this long; each further failure doubles the cap, up to max_backoff."""
 LOG_EVERY_SECONDS = 60.0
 """A problem is logged when first seen, then at most once per this period, with a count."""
-_JOIN_GRACE_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +70,6 @@ class LoggerStats:
     rejected: int
     buffered: int
     in_flight: int
-
-
-class Transport(Protocol):
-    """Sends one ``POST /v1/events`` body; raises (anything) when there is no HTTP answer."""
-
-    def send(self, body: bytes, timeout: float) -> TransportResponse:
-        """POST ``body`` and return the answer; ``timeout`` bounds the wait in seconds."""
-        ...
 
 
 class PredictionLogger:
@@ -116,15 +106,10 @@ class PredictionLogger:
             timeout=timeout,
             max_backoff=max_backoff,
         )
-        self._transport: Transport = HttpTransport(url, token) if transport is None else transport
-        self._head, self._tail = envelope(model, version)
         self._max_buffer = max_buffer
         self._batch_size = batch_size
-        self._flush_interval = flush_interval
         self._sample_rate = sample_rate
         self._sample_below = int(sample_rate * 2.0**64)
-        self._timeout = timeout
-        self._max_backoff = max_backoff
         self._clock = clock
         self._rng = random.Random() if rng is None else rng
         log: Log = logging.getLogger(__name__) if logger is None else logger
@@ -134,16 +119,23 @@ class PredictionLogger:
             f"prediction logger ({model} {version}): ",
             LOG_EVERY_SECONDS,
         )
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._stop = threading.Event()
+        # Shared with the sender thread: the request path appends to the deque (atomic) and
+        # sets the event when a batch has filled; the ledger and its lock are for the rest.
         self._buffer: deque[bytes] = deque()
-        self._logged = self._sampled_out = self._sent = self._dropped = self._rejected = 0
-        self._in_flight = self._overflowed = self._overflow_reported = 0
-        self._local: dict[str, Problem] = {}  # problems seen by log(), reported by the flusher
-        self._closing = self._abandoned = False
-        self._deadline = math.inf
-        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._ledger = Ledger()
+        self._closing = False
+        self._sender = Sender(
+            buffer=self._buffer,
+            ready=self._ready,
+            ledger=self._ledger,
+            transport=transport_for(url, token) if transport is None else transport,
+            envelope=envelope(model, version),
+            batching=Batching(batch_size, max_buffer, flush_interval, timeout, max_backoff),
+            notes=self._notes,
+            clock=clock,
+            rng=self._rng,
+        )
         if registry is not None:
             from sidecar import _client_metrics
 
@@ -172,9 +164,8 @@ class PredictionLogger:
         eid = event_id
         try:
             if self._sample_rate < 1.0 and not self._keep(event_id):
-                with self._lock:
-                    self._logged += 1
-                    self._sampled_out += 1
+                with self._ledger.lock:
+                    self._ledger.sampled_out += 1
                 return None
             if eid is None:
                 eid = new_event_id()
@@ -288,27 +279,17 @@ class PredictionLogger:
                 except EncodeError as exc:
                     rejected += 1
                     problem = problem or f"event {eid!r} is not valid JSON: {exc}"
-            with self._lock:
-                buffer = self._buffer
-                before = len(buffer)
-                if (
-                    sampled_out
-                    or rejected
-                    or self._closing
-                    or before + len(records) > self._max_buffer
-                ):
-                    closed = self._admit_many(records, sampled_out, rejected, problem)
-                else:
-                    # The common case, kept inline: everything fits and nothing else to count.
-                    self._logged += len(records)
-                    buffer.extend(records)
-                    if before < self._batch_size <= len(buffer):
-                        self._wake.notify()
-                    return ids
-            if closed:
-                self._notes.warn(
-                    "closed", "log_many() after close(): the events are counted as dropped"
-                )
+            buffer = self._buffer
+            before = len(buffer)
+            if sampled_out or rejected or before + len(records) > self._max_buffer:
+                self._admit_many(records, sampled_out, rejected, problem)
+                return ids
+            # The common case: everything fits and nothing else to count.
+            buffer.extend(records)
+            if before < self._batch_size <= before + len(records):
+                self._ready.set()
+            if self._closing:
+                self._settle_late("log_many()", len(records))
         except Exception as exc:
             count = len(features) if isinstance(features, Sequence) else 1
             self._settle_locally(
@@ -369,14 +350,15 @@ class PredictionLogger:
             data = b"".join((dumps(event), b""))  # an exact-size copy (see dumps)
         except EncodeError:
             return None
-        with self._lock:
-            buffer = self._buffer
-            if self._closing or len(buffer) >= self._max_buffer:
-                return None
-            self._logged += 1
-            buffer.append(data)
-            if len(buffer) == self._batch_size:
-                self._wake.notify()
+        buffer = self._buffer
+        before = len(buffer)
+        if before >= self._max_buffer:
+            return None
+        buffer.append(data)
+        if before + 1 == self._batch_size:
+            self._ready.set()
+        if self._closing:
+            self._settle_late("log_many()", 1)
         return [eid]
 
     def _sample(self, ids: list[str | None], generated: bool) -> int:
@@ -395,36 +377,51 @@ class PredictionLogger:
         return int.from_bytes(digest.digest(), "big") < self._sample_below
 
     def _admit(self, data: bytes) -> None:
-        with self._lock:
-            if not self._closing:
-                buffer = self._buffer
-                if len(buffer) >= self._max_buffer:
-                    buffer.popleft()
-                    self._dropped += 1
-                    self._overflowed += 1
-                buffer.append(data)
-                self._logged += 1
-                if len(buffer) == self._batch_size:
-                    self._wake.notify()
-                return
-            self._logged += 1
-            self._dropped += 1
-        # No flusher is left to report this, and shutdown is not the hot path.
-        self._notes.warn("closed", "log() after close(): the event is counted as dropped")
-
-    def _admit_many(self, records: list[bytes], sampled_out: int, rejected: int, why: str) -> bool:
-        """Count and buffer one call's events, the lock held; whether it came after close()."""
-        self._logged += len(records) + sampled_out + rejected
-        self._sampled_out += sampled_out
-        if rejected:
-            self._rejected += rejected
-            self._local["rejected"] = Problem(
-                "local_rejected", f"{why}; {rejected} event(s) counted as rejected"
-            )
-        if self._closing:
-            self._dropped += len(records)
-            return bool(records)
         buffer = self._buffer
+        before = len(buffer)
+        if before >= self._max_buffer:
+            self._admit_many([data], 0, 0, "", "log()")
+            return
+        buffer.append(data)
+        if before + 1 == self._batch_size:
+            self._ready.set()
+        if self._closing:
+            self._settle_late("log()", 1)
+
+    def _admit_many(
+        self,
+        records: list[bytes],
+        sampled_out: int,
+        rejected: int,
+        why: str,
+        caller: str = "log_many()",
+    ) -> None:
+        """Count and buffer one call's events the long way.
+
+        It runs when the buffer is full, a row was sampled out or rejected, or the logger is
+        closing; it takes the ledger's lock, which the common path does not.
+        """
+        ledger = self._ledger
+        with ledger.lock:
+            ledger.sampled_out += sampled_out
+            if rejected:
+                ledger.rejected += rejected
+                ledger.problems["rejected"] = Problem(
+                    "local_rejected", f"{why}; {rejected} event(s) counted as rejected"
+                )
+            if self._closing:
+                ledger.dropped += len(records)
+                closed = bool(records)
+            else:
+                closed = False
+                self._buffer_dropping_oldest(records)
+        if closed:
+            # No sender is left to report this, and shutdown is not the hot path.
+            self._notes.warn("closed", f"{caller} after close(): the events are counted as dropped")
+
+    def _buffer_dropping_oldest(self, records: list[bytes]) -> None:
+        """Append ``records``, first dropping the oldest events beyond ``max_buffer``; lock held."""
+        ledger, buffer = self._ledger, self._buffer
         before = len(buffer)
         overflow = before + len(records) - self._max_buffer
         if overflow > 0:
@@ -433,33 +430,48 @@ class PredictionLogger:
             for _ in range(from_buffer):
                 buffer.popleft()
             records = records[overflow - from_buffer :]
-            self._dropped += overflow
-            self._overflowed += overflow
+            ledger.dropped += overflow
+            ledger.overflowed += overflow
         buffer.extend(records)
-        if len(buffer) >= self._batch_size > before:
-            self._wake.notify()
-        return False
+        if len(buffer) >= self._batch_size:
+            self._ready.set()
+
+    def _settle_late(self, caller: str, count: int) -> None:
+        """Undo ``count`` appends made once ``close()`` had begun: take them back as dropped.
+
+        Events logged after ``close()`` began are dropped, as ``close()`` documents, so that
+        traffic still arriving cannot keep its drain going until the deadline. The fast path
+        finds out after appending; it removes ``count`` events from the newest end. Those may
+        be another thread's, appended just before, but exactly ``count`` events are counted
+        dropped for ``count`` appended; any the sender has already taken are its to settle.
+        """
+        ledger, buffer = self._ledger, self._buffer
+        with ledger.lock:
+            late = min(count, len(buffer))
+            for _ in range(late):
+                buffer.pop()
+            ledger.dropped += late
+        self._notes.warn("closed", f"{caller} after close(): the events are counted as dropped")
 
     def _settle_locally(self, outcome: str, message: str, count: int = 1) -> None:
-        with self._lock:
-            self._logged += count
+        ledger = self._ledger
+        with ledger.lock:
             if outcome == "rejected":
-                self._rejected += count
+                ledger.rejected += count
             else:
-                self._dropped += count
-            self._local[outcome] = Problem(f"local_{outcome}", f"{message}; counted as {outcome}")
+                ledger.dropped += count
+            ledger.problems[outcome] = Problem(
+                f"local_{outcome}", f"{message}; counted as {outcome}"
+            )
 
     # ------------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        """Start the background flusher (a daemon thread); calling it again does nothing."""
-        with self._lock:
-            if self._thread is not None or self._closing:
+        """Start the background sender (a daemon thread); calling it again does nothing."""
+        with self._ledger.lock:
+            if self._closing:
                 return
-            self._thread = threading.Thread(
-                target=self._run, name="modelwatch-prediction-logger", daemon=True
-            )
-            self._thread.start()
+            self._sender.start()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, send what the sidecar takes within ``timeout`` s, count the rest dropped.
@@ -468,26 +480,20 @@ class PredictionLogger:
         counted as dropped even though the sidecar may yet receive them.
         """
         seconds = timeout if timeout >= 0 else 0.0  # NaN and negatives mean "no waiting"
-        with self._lock:
-            if not self._closing:
-                self._closing = True
-                self._deadline = self._clock() + seconds
-            thread = self._thread
-            self._wake.notify_all()
-        self._stop.set()
-        if thread is None:
-            self._drain(0)
-            self._close_transport()
-        else:
-            remaining = self._deadline - self._clock()
-            thread.join(None if math.isinf(remaining) else max(remaining, 0) + _JOIN_GRACE_SECONDS)
-        with self._lock:
-            left = len(self._buffer) + self._in_flight
-            self._dropped += left
+        ledger = self._ledger
+        with ledger.lock:
+            if self._closing:
+                return
+            self._closing = True
+            deadline = self._clock() + seconds
+        self._sender.finish(deadline)
+        with ledger.lock:
+            left = len(self._buffer) + ledger.in_flight
+            ledger.dropped += left
             self._buffer.clear()
-            self._in_flight = 0
-            self._abandoned = True
-        self._report()
+            ledger.in_flight = 0
+            ledger.abandoned = True
+        self._sender.report()
         if left:
             self._notes.warn(
                 "shutdown", f"closed with {left} events undelivered after {seconds:g} s; dropped"
@@ -499,15 +505,22 @@ class PredictionLogger:
 
     def stats(self) -> LoggerStats:
         """A consistent snapshot of the counts."""
-        with self._lock:
+        ledger = self._ledger
+        with ledger.lock:
+            buffered = len(self._buffer)
             return LoggerStats(
-                logged=self._logged,
-                sampled_out=self._sampled_out,
-                sent=self._sent,
-                dropped=self._dropped,
-                rejected=self._rejected,
-                buffered=len(self._buffer),
-                in_flight=self._in_flight,
+                logged=buffered
+                + ledger.in_flight
+                + ledger.sent
+                + ledger.dropped
+                + ledger.rejected
+                + ledger.sampled_out,
+                sampled_out=ledger.sampled_out,
+                sent=ledger.sent,
+                dropped=ledger.dropped,
+                rejected=ledger.rejected,
+                buffered=buffered,
+                in_flight=ledger.in_flight,
             )
 
     def __enter__(self) -> PredictionLogger:
@@ -518,112 +531,6 @@ class PredictionLogger:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    # ------------------------------------------------------------------ the flusher thread
-
-    def _run(self) -> None:
-        failures = 0
-        last_take = self._clock()
-        while True:
-            try:
-                batch = self._next_batch(last_take)
-                if batch is None:
-                    break
-                last_take = self._clock()
-                failures = self._attempt(batch, self._timeout, failures)
-                self._report()
-                if failures:
-                    self._stop.wait(self._backoff(failures))
-            except Exception as exc:  # a bug here must not end delivery for the process
-                self._notes.warn("internal", f"flusher error: {type(exc).__name__}: {exc}")
-                self._stop.wait(self._max_backoff)
-        self._drain(failures)
-        self._close_transport()
-
-    def _next_batch(self, last_take: float) -> list[bytes] | None:
-        """The next batch once ``batch_size`` events wait or ``flush_interval`` has passed."""
-        with self._wake:
-            while not self._closing:
-                waiting = len(self._buffer)
-                if waiting >= self._batch_size:
-                    return self._take()
-                due = last_take + self._flush_interval - self._clock()
-                if waiting and due <= 0:
-                    return self._take()
-                self._wake.wait(due if due > 0 else self._flush_interval)
-            return None
-
-    def _take(self) -> list[bytes]:
-        buffer = self._buffer
-        batch = [buffer.popleft() for _ in range(min(self._batch_size, len(buffer)))]
-        self._in_flight += len(batch)
-        return batch
-
-    def _attempt(self, batch: list[bytes], timeout: float, failures: int) -> int:
-        """Send ``batch`` and count what became of it; the new count of consecutive failures."""
-        result = deliver(self._transport.send, self._head, self._tail, batch, timeout)
-        with self._lock:
-            if self._abandoned:  # close() gave up waiting and counted these as dropped
-                return failures
-            self._in_flight -= len(batch)
-            self._sent += result.sent
-            self._rejected += result.rejected
-            if result.retry:
-                # Back at the front, in order, so the oldest events are the first dropped.
-                self._buffer.extendleft(reversed(result.retry))
-                while len(self._buffer) > self._max_buffer:
-                    self._buffer.popleft()
-                    self._dropped += 1
-                    self._overflowed += 1
-        for problem in result.problems:
-            self._notes.warn(problem.kind, problem.message)
-        if result.retry:
-            return failures + 1
-        if failures:
-            self._notes.info(f"the sidecar answers again after {failures} failed attempts")
-        return 0
-
-    def _drain(self, failures: int) -> None:
-        """Send what is buffered until the close deadline; never wait past it."""
-        while True:
-            with self._lock:
-                remaining = self._deadline - self._clock()
-                if self._abandoned or not self._buffer or remaining <= 0:
-                    return
-                batch = self._take()
-            failures = self._attempt(batch, min(self._timeout, remaining), failures)
-            if failures:
-                pause = min(self._backoff(failures), self._deadline - self._clock())
-                if pause > 0:
-                    time.sleep(pause)
-
-    def _backoff(self, failures: int) -> float:
-        """Full jitter: uniform in [0, min(max_backoff, base * 2**(failures - 1)))."""
-        cap = min(self._max_backoff, BACKOFF_BASE_SECONDS * 2.0 ** min(failures - 1, 40))
-        return cap * self._rng.random()
-
-    def _report(self) -> None:
-        """Log what log() and the buffer saw since the last report, off the prediction path."""
-        with self._lock:
-            overflowed = self._overflowed - self._overflow_reported
-            self._overflow_reported = self._overflowed
-            local, self._local = self._local, {}
-        if overflowed:
-            self._notes.warn(
-                "overflow",
-                f"buffer full ({self._max_buffer} events): dropped the {overflowed} oldest "
-                "events; the sidecar is slow or unreachable",
-            )
-        for problem in local.values():
-            self._notes.warn(problem.kind, problem.message)
-
-    def _close_transport(self) -> None:
-        close = getattr(self._transport, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception as exc:
-                self._notes.warn("internal", f"closing the transport: {exc!r}")
 
 
 def _with_model_fields(log: Log, model: str, version: str) -> Log:

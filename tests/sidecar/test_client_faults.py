@@ -20,6 +20,7 @@ from tests.support.fake_sidecar import (
     RecordingLog,
     Reply,
     accept,
+    chaos,
     refuse,
     reject_where,
     wait_for,
@@ -376,26 +377,7 @@ def test_close_abandons_a_send_stuck_past_the_deadline() -> None:
 
 def test_random_faults_keep_the_accounting_exact() -> None:
     """Under a random mix of answers and a small buffer, every event is counted exactly once."""
-    rng = random.Random(2024)
-    lock = threading.Lock()
-
-    def chaos(payload: dict[str, Any]) -> Reply:
-        with lock:
-            roll = rng.random()
-        if roll < 0.4:
-            return accept(payload)
-        if roll < 0.55:
-            return Reply(503, {"error": "busy"})
-        if roll < 0.65:
-            return Reply(429, {"error": "slow down"})
-        if roll < 0.75:
-            return Reply(hang_up=True)
-        if roll < 0.85:
-            return refuse(400)(payload)
-        first = payload["events"][0]["id"]
-        return reject_where(lambda e: e["id"] == first)(payload)
-
-    with FakeSidecar(chaos) as fake:
+    with FakeSidecar(chaos(2024)) as fake:
         logger = PredictionLogger(
             model="m", version="1", url=fake.url, max_buffer=200, batch_size=25, max_backoff=0.01,
             flush_interval=0.005, rng=random.Random(1),

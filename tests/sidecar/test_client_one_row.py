@@ -234,9 +234,9 @@ def test_one_row_calls_fill_a_batch_and_wake_the_sender() -> None:
     )
     logger.start()
     try:
-        # Once the sender waits on its condition, only a notify from log_many() can wake it
-        # before the hour-long interval; events logged before that would be seen anyway.
-        _until(lambda: len(logger._wake._waiters) == 1)  # type: ignore[attr-defined]
+        # Once the sender waits on its event, only log_many() setting it can wake it before
+        # the hour-long interval; events logged before that would be seen anyway.
+        _until(lambda: len(logger._ready._cond._waiters) == 1)  # type: ignore[attr-defined]
         for i in range(3):
             logger.log_many(features=[{}], predictions=[i], latency_seconds=0)
         assert transport.arrived.wait(_DEADLINE_SECONDS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import threading
 import time
@@ -88,6 +89,34 @@ def at_most(max_events: int) -> Behaviour:
         return accept(payload)
 
     return behaviour
+
+
+def chaos(seed: int) -> Behaviour:
+    """Answers drawn at random: accept, 503, 429, hang up, refuse the body, or reject one event.
+
+    Thread-safe (the fake answers from several threads) and reproducible for one ``seed``
+    in the order the requests are answered.
+    """
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def answer(payload: dict[str, Any]) -> Reply:
+        with lock:
+            roll = rng.random()
+        if roll < 0.4:
+            return accept(payload)
+        if roll < 0.55:
+            return Reply(503, {"error": "busy"})
+        if roll < 0.65:
+            return Reply(429, {"error": "slow down"})
+        if roll < 0.75:
+            return Reply(hang_up=True)
+        if roll < 0.85:
+            return refuse(400)(payload)
+        first = payload["events"][0]["id"]
+        return reject_where(lambda e: e["id"] == first)(payload)
+
+    return answer
 
 
 class FakeSidecar:
