@@ -5,7 +5,10 @@
 1. **Logging overhead.** Throughput and p99 latency at saturation with the prediction logger on
    (events sent to a stub ``/v1/events`` sink answering 202) versus off
    (``MODELWATCH_LOGGING_ENABLED=false``), in alternating rounds of the same run.
-   Goal: throughput ratio on/off ≥ 0.97 and p99 increase < 1 ms.
+   Goal: throughput ratio on/off ≥ 0.97 and p99 increase < 1 ms. "Logging on" uses the
+   production transport, a Unix socket (``MODELWATCH_SIDECAR_URL=unix://…``, the sink listening
+   on one); ``--tcp`` (or ``MODELWATCH_BENCH_TCP=1``) adds a third arm, "logging on (tcp)",
+   sending to the same sink over loopback TCP.
 2. **Micro-batching.** Throughput at 64 concurrent clients with ``max_batch_size`` 32 versus 1,
    same run. Goal: ≥ 3×.
 
@@ -32,6 +35,8 @@ import asyncio
 import dataclasses
 import math
 import os
+import shutil
+import socketserver
 import statistics
 import subprocess
 import sys
@@ -39,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,6 +66,8 @@ LOGGING_CONNECTIONS = 32
 BATCHING_CONNECTIONS = 64
 _START_TIMEOUT = 60.0
 _WARMUP_SECONDS = 1.0
+TCP_ENV = "MODELWATCH_BENCH_TCP"
+"""Set to 1 to add the "logging on (tcp)" arm (as ``--tcp`` does)."""
 
 
 # --------------------------------------------------------------------------- load generator
@@ -260,18 +267,19 @@ def _load(
 
 
 class _Sink(BaseHTTPRequestHandler):
-    """A stub sidecar ``/v1/events``: reads the body, answers 202 with nothing rejected."""
+    """A stub sidecar ``/v1/events`` over TCP: reads the body, answers 202 with nothing rejected."""
 
     protocol_version = "HTTP/1.1"
     # The answer goes out in two writes; with Nagle on, the client's delayed ACK held each POST
     # for ~44 ms, capping the logger at ~11 400 events/s, below what the "on" server serves.
     disable_nagle_algorithm = True
     received = 0
+    """Batches received, over either transport."""
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         self.rfile.read(length)
-        type(self).received += 1
+        _Sink.received += 1
         answer = b'{"accepted": 0, "rejected": []}'
         self.send_response(202)
         self.send_header("Content-Type", "application/json")
@@ -283,16 +291,43 @@ class _Sink(BaseHTTPRequestHandler):
         """Stay quiet."""
 
 
+class _UnixSink(_Sink):
+    """The same sink on a Unix socket: no TCP option to set, and no peer address to show."""
+
+    disable_nagle_algorithm = False  # TCP_NODELAY does not exist on AF_UNIX (EOPNOTSUPP)
+
+    def address_string(self) -> str:
+        """The peer of an AF_UNIX connection is unnamed (``client_address`` is ``""``)."""
+        return "unix"
+
+
+class _UnixServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True  # as ThreadingHTTPServer: a kept-alive connection never blocks close
+
+
+@dataclass(frozen=True, slots=True)
+class _SinkUrls:
+    """Where the stub sink listens: ``http://127.0.0.1:port`` and ``unix:///…/sink.sock``."""
+
+    tcp: str
+    unix: str
+
+
 @contextmanager
-def _sink() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def _sink() -> Iterator[_SinkUrls]:
+    """The stub sink on loopback TCP and on a Unix socket, each served by threads of its own."""
+    folder = Path(tempfile.mkdtemp(prefix="mw-bench-"))  # short: a socket path holds ≤ 107 bytes
+    path = folder / "sink.sock"
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        tcp = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+        stack.callback(tcp.server_close)
+        unix = _UnixServer(str(path), _UnixSink)
+        stack.callback(unix.server_close)
+        for server in (tcp, unix):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            stack.callback(server.shutdown)
+        yield _SinkUrls(f"http://127.0.0.1:{tcp.server_port}", f"unix://{path}")
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -336,7 +371,7 @@ def _rounds(
                 raise RuntimeError(f"{name}: {load.failures} failures, first {load.first_failure}")
             out[name].append(load)
             print(
-                f"  {name:>12}: {load.throughput:8.0f} req/s  p50 {load.p50 * 1e3:6.2f} ms  "
+                f"  {name:>16}: {load.throughput:8.0f} req/s  p50 {load.p50 * 1e3:6.2f} ms  "
                 f"p99 {load.p99 * 1e3:6.2f} ms  server CPU {load.server_cpu_us:6.1f} µs/request",
                 flush=True,
             )
@@ -438,15 +473,20 @@ def _mlp_call_costs(directory: Path, repeats: int = 30) -> dict[str, float]:
     return out
 
 
-def run(quick: bool = False) -> BenchResult:
-    """Both benchmarks; the figure is throughput with logging on, everything else beside it."""
+def run(quick: bool = False, tcp: bool | None = None) -> BenchResult:
+    """Both benchmarks; the figure is throughput with logging on, everything else beside it.
+
+    ``tcp`` adds the "logging on (tcp)" arm; None reads ``MODELWATCH_BENCH_TCP``.
+    """
     from tests.support.onnx_models import build_classifier
 
+    if tcp is None:
+        tcp = os.environ.get(TCP_ENV, "").strip().lower() in ("1", "true", "yes", "on")
     started = time.perf_counter()
     seconds = 3.0 if quick else 8.0
     repeats = 1 if quick else 3
     cores = _cores()
-    with tempfile.TemporaryDirectory(prefix="modelwatch-bench-serving-") as tmp, _sink() as url:
+    with tempfile.TemporaryDirectory(prefix="modelwatch-bench-serving-") as tmp, _sink() as urls:
         os.sched_setaffinity(0, cores[1])  # the sink shares the load generator's core
         model_dir = Path(tmp) / "model"
         build_classifier(model_dir)
@@ -462,12 +502,15 @@ def run(quick: bool = False) -> BenchResult:
             f"logging overhead (logistic regression): {LOGGING_CONNECTIONS} connections, "
             f"{seconds:g} s × {repeats}"
         )
+        arms: dict[str, Mapping[str, str]] = {
+            "logging off": {"logging_enabled": "false"},
+            "logging on": {"logging_enabled": "true", "sidecar_url": urls.unix},
+        }
+        if tcp:
+            arms["logging on (tcp)"] = {"logging_enabled": "true", "sidecar_url": urls.tcp}
         logging = _rounds(
             model_dir,
-            {
-                "logging off": {"logging_enabled": "false"},
-                "logging on": {"logging_enabled": "true", "sidecar_url": url},
-            },
+            arms,
             model=MODEL,
             row=ROW,
             connections=LOGGING_CONNECTIONS,
@@ -496,6 +539,12 @@ def run(quick: bool = False) -> BenchResult:
     on, off = logging["logging on"], logging["logging off"]
     ratio = _median([x.throughput for x in on]) / _median([x.throughput for x in off])
     p99_increase_ms = (_median([x.p99 for x in on]) - _median([x.p99 for x in off])) * 1e3
+    tcp_ratios = {}
+    if "logging on (tcp)" in logging:
+        on_tcp = logging["logging on (tcp)"]
+        tcp_ratios["logging on (tcp)/off throughput (medians)"] = _median(
+            [x.throughput for x in on_tcp]
+        ) / _median([x.throughput for x in off])
     speedup = _median([x.throughput for x in batching["batch 32"]]) / _median(
         [x.throughput for x in batching["batch 1"]]
     )
@@ -504,6 +553,11 @@ def run(quick: bool = False) -> BenchResult:
         figure=_throughput("model server, logging on (batch 32)", on),
         baselines=[
             _throughput("model server, logging off", off),
+            *(
+                [_throughput("model server, logging on over TCP", logging["logging on (tcp)"])]
+                if tcp
+                else []
+            ),
             _throughput(f"{BATCHING_CONNECTIONS} clients, max_batch_size 32", batching["batch 32"]),
             _throughput(f"{BATCHING_CONNECTIONS} clients, max_batch_size 1", batching["batch 1"]),
         ],
@@ -511,6 +565,7 @@ def run(quick: bool = False) -> BenchResult:
             "logging on/off throughput (medians)": ratio,
             "logging p99 increase ms (medians)": p99_increase_ms,
             "batching 32/1 throughput (medians)": speedup,
+            **tcp_ratios,
         },
         goals=[
             Goal("logging throughput ratio >= 0.97", ratio >= 0.97),
@@ -519,6 +574,7 @@ def run(quick: bool = False) -> BenchResult:
         ],
         details={
             "cores": {"server": sorted(cores[0]), "load_generator": sorted(cores[1])},
+            "logging_on_transport": "unix socket",
             "mlp": {"hidden": list(MLP_HIDDEN), **mlp_costs},
             "server_cpu_us_per_request_medians": {
                 name: _median([x.server_cpu_us for x in loads])
@@ -542,10 +598,16 @@ def main(argv: list[str] | None = None) -> int:
         return _loadgen_main(args[1:])
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one short round of each")
-    quick = parser.parse_args(args).quick
+    parser.add_argument(
+        "--tcp",
+        action="store_true",
+        default=None,
+        help=f'add a "logging on (tcp)" arm: the sink over loopback TCP (or {TCP_ENV}=1)',
+    )
+    parsed = parser.parse_args(args)
     from bench._report import print_result
 
-    print_result(run(quick=quick))
+    print_result(run(quick=parsed.quick, tcp=parsed.tcp))
     return 0
 
 

@@ -13,10 +13,11 @@ import contextlib
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -62,36 +63,55 @@ class ManagedProcess:
 
     def wait_for_log(self, keys: Sequence[str], timeout: float) -> dict[str, Any]:
         """The first JSON log line holding every one of ``keys`` (e.g. the bound ports)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        found: list[dict[str, Any]] = []
+
+        def logged() -> bool:
             for line in self.log_path.read_bytes().splitlines():
                 record = _json_object(line)
                 if record is not None and all(key in record for key in keys):
-                    return record
-            if not self.alive():
-                raise ProcessFailedError(
-                    f"{self.name} exited with {self.proc.returncode} before logging "
-                    f"{', '.join(keys)}; see {self.log_path}"
-                )
-            time.sleep(0.05)
-        raise ProcessFailedError(f"{self.name} did not log {', '.join(keys)} in {timeout:.0f} s")
+                    found.append(record)
+                    return True
+            return False
+
+        self._until(logged, f"logging {', '.join(keys)}", f"log {', '.join(keys)}", timeout)
+        return found[0]
 
     def wait_ready(self, url: str, timeout: float) -> None:
         """Poll ``url`` until it answers 200."""
-        deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if not self.alive():
-                    raise ProcessFailedError(
-                        f"{self.name} exited with {self.proc.returncode}; see {self.log_path}"
-                    )
+
+            def answers() -> bool:
                 try:
-                    if client.get(url).status_code == 200:
-                        return
+                    return client.get(url).status_code == 200
                 except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        raise ProcessFailedError(f"{self.name} was not ready at {url} in {timeout:.0f} s")
+                    return False
+
+            self._until(answers, f"being ready at {url}", f"get ready at {url}", timeout)
+
+    def wait_for_socket(self, path: Path, timeout: float) -> None:
+        """Poll until a Unix socket file exists at ``path`` (the child listens there)."""
+
+        def listening() -> bool:
+            try:
+                return stat.S_ISSOCK(path.stat().st_mode)
+            except OSError:
+                return False
+
+        self._until(listening, f"listening on {path}", f"listen on {path}", timeout)
+
+    def _until(self, done: Callable[[], bool], before: str, did_not: str, timeout: float) -> None:
+        """Poll ``done`` until true; ProcessFailedError if the child exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return
+            if not self.alive():
+                raise ProcessFailedError(
+                    f"{self.name} exited with {self.proc.returncode} before {before}; "
+                    f"see {self.log_path}"
+                )
+            time.sleep(0.05)
+        raise ProcessFailedError(f"{self.name} did not {did_not} in {timeout:.0f} s")
 
     def kill(self) -> None:
         """SIGKILL the whole group now (a crash, as the fault-injection tests want it)."""
@@ -128,6 +148,7 @@ def start_sidecar(
     window_seconds: float,
     slot_seconds: float = 1.0,
     ingest_port: int = 0,
+    ingest_socket: Path | None = None,
     environ: Mapping[str, str] | None = None,
     timeout: float = 30.0,
 ) -> tuple[ManagedProcess, int, int]:
@@ -138,7 +159,9 @@ def start_sidecar(
     so each caller names its own. ``profile`` is one profile file or several (one sidecar
     monitoring several model versions). A restarted sidecar given the same spool ships what its
     predecessor left there. ``ingest_port`` 0 picks a free port; a fixed one lets a restarted
-    sidecar take the place of a stopped one, as the model server expects.
+    sidecar take the place of a stopped one, as the model server expects. With
+    ``ingest_socket`` the same ingest API is also served on that Unix socket (its folder must
+    exist; a model server reaches it as ``unix://<path>``), and this returns once it is there.
     """
     env = {
         **(environ if environ is not None else os.environ),
@@ -148,6 +171,8 @@ def start_sidecar(
         "MODELWATCH_SPOOL_DIR": str(spool_dir),
         "MODELWATCH_LOG_DIR": str(predictions_dir),
     }
+    if ingest_socket is not None:
+        env["MODELWATCH_INGEST_SOCKET"] = str(ingest_socket)
     profiles = [profile] if isinstance(profile, Path) else list(profile)
     argv = python_module(
         "sidecar", "serve", *(arg for p in profiles for arg in ("--profile", str(p))),
@@ -158,6 +183,8 @@ def start_sidecar(
         ports = process.wait_for_log(("ingest_port", "metrics_port"), timeout)
         ingest, metrics = int(ports["ingest_port"]), int(ports["metrics_port"])
         process.wait_ready(f"http://127.0.0.1:{ingest}/readyz", timeout)
+        if ingest_socket is not None:
+            process.wait_for_socket(ingest_socket, timeout)
     except BaseException:
         process.stop()
         raise

@@ -3,9 +3,11 @@
 1. Build the breast-cancer demo model (``serving.train``) unless it is already built.
 2. Start the sidecar (``python -m sidecar serve``, a 30 s window in 1 s slots so drift shows
    fast) and the model server (``python -m serving``) as child processes on free loopback ports,
-   then Prometheus and Alertmanager (when installed): Prometheus scrapes both every second and
-   evaluates the rules of ``alerts.generate`` with every window scaled to the drift window
-   (1 h becomes 30 s, ``for: 15m`` 8 s); Alertmanager routes and inhibits as configured in
+   the model server logging predictions over the sidecar's Unix ingest socket (in a private
+   folder of the temporary directory, removed at the end) as in a pod, then Prometheus and
+   Alertmanager (when installed): Prometheus scrapes both every second and evaluates the
+   rules of ``alerts.generate`` with every window scaled to the drift window (1 h becomes
+   30 s, ``for: 15m`` 8 s); Alertmanager routes and inhibits as configured in
    ``alerts/alertmanager.yaml``, its receivers emptied, so it notifies no one and the view
    reads the alerts it holds.
 3. Replay held-out rows with ``serving.loadgen``: ``steady``, then ``drift`` (a few features
@@ -27,8 +29,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +72,9 @@ PREDICTIONS_DIR = "predictions"
 """Sub-folders of the output folder: the sidecar's spool and its NDJSON prediction logs."""
 ALERTS_DIR = Path("alerts")
 """The repository's alerting folder: rules are generated from it, Alertmanager configured."""
+SOCKET_DIR_PREFIX = "mw-"
+INGEST_SOCKET = "ingest.sock"
+"""The sidecar's ingest socket, in a private folder of the system's temporary directory."""
 WINDOW_SECONDS = 30.0
 SLOT_SECONDS = 1.0
 TICK_SECONDS = 1.0
@@ -101,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     say = _Printer(sys.stdout)
     processes: list[ManagedProcess] = []
     alerting: AlertingStack | None = None
+    # The ingest socket, as in a pod: a private folder with a short path (a socket path holds
+    # at most 107 bytes, which a deep checkout's var/demo/ could exceed).
+    socket_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
+    ingest_socket = socket_dir / INGEST_SOCKET
     try:
         say(f"modelwatch demo: breast-cancer classifier, {args.rate:g} req/s × {args.concurrency}")
         model_dir = _ensure_model(args.model_dir, say)
@@ -111,14 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             predictions_dir=out / PREDICTIONS_DIR,
             window_seconds=args.window_seconds,
             slot_seconds=SLOT_SECONDS,
+            ingest_socket=ingest_socket,
         )
         processes.append(sidecar)
         say(
-            f"sidecar up (pid {sidecar.pid}): ingest 127.0.0.1:{ingest}, metrics "
-            f"127.0.0.1:{metrics}, window {args.window_seconds:g} s in {SLOT_SECONDS:g} s slots"
+            f"sidecar up (pid {sidecar.pid}): ingest 127.0.0.1:{ingest} and {ingest_socket}, "
+            f"metrics 127.0.0.1:{metrics}, window {args.window_seconds:g} s in "
+            f"{SLOT_SECONDS:g} s slots"
         )
+        # Predictions are logged over the socket; the demo itself reads /v1/drift over TCP.
         server, port = start_model_server(
-            model_dir, out / "serving.log", sidecar_url=f"http://127.0.0.1:{ingest}"
+            model_dir, out / "serving.log", sidecar_url=f"unix://{ingest_socket}"
         )
         processes.append(server)
         say(f"model server up (pid {server.pid}): http://127.0.0.1:{port}")
@@ -147,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for process in reversed(processes):
             status = process.stop()
             say(f"{process.name} stopped (exit {status}); log: {process.log_path}")
+        shutil.rmtree(socket_dir, ignore_errors=True)
     return code
 
 

@@ -6,6 +6,9 @@ envelope is validated locally (a 4xx naming the field); per-label problems are t
 report in its answer, which is passed back as is. The sidecar being down, slow or failing is
 never the client's fault and never hangs the request: a bounded timeout, then 503 (unreachable
 or timed out) or 502 (it answered with an error), each naming the sidecar's reason.
+
+The sidecar is reached at the model server's ``MODELWATCH_SIDECAR_URL``: ``http(s)://host:port``
+over TCP, or ``unix:///path/to/ingest.sock`` over the Unix socket the pod's two containers share.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import httpx
 import orjson
 
 from serving.errors import RequestError
+from sidecar._client_transport import parse_url
 
 FEEDBACK_PATH = "/v1/feedback"
+UNIX_BASE_URL = "http://localhost"
+"""The base URL of requests sent over a Unix socket: the ``Host`` the sidecar sees."""
 
 
 def parse_labels(body: bytes, *, max_labels: int) -> list[dict[str, Any]]:
@@ -69,10 +75,18 @@ class FeedbackForwarder:
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        self._url = base_url + FEEDBACK_PATH
+        socket_path = parse_url(base_url).socket_path
+        if socket_path is not None:
+            # One connection pool over the socket the pod's containers share; HTTP still
+            # wants a host, which the sidecar ignores.
+            if transport is None:
+                transport = httpx.AsyncHTTPTransport(uds=socket_path)
+            self._url = base_url  # the socket, as configured, in error messages
+            base_url = UNIX_BASE_URL
         self._client = httpx.AsyncClient(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
-        self._url = base_url + FEEDBACK_PATH
         self._model = model
         self._version = version
         self._timeout = timeout

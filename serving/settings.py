@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from sidecar._client_transport import parse_url
 from sidecar.errors import ConfigError
 from sidecar.settings import LOG_FORMATS, LOG_LEVELS, SECRET_MASK, Address, LogFormat
 
@@ -169,10 +169,13 @@ def _address(raw: str) -> Address:
 
 
 def _url(raw: str) -> str:
-    text = raw.strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _InvalidValueError(f"must be an http:// or https:// URL, got {raw.strip()!r}")
+    text = raw.strip()
+    if not text.lower().startswith("unix:"):
+        text = text.rstrip("/")  # a socket path ending in / names a folder: refused below
+    try:
+        parse_url(text)  # the prediction logger's own reading: one definition of a valid URL
+    except ValueError as exc:
+        raise _InvalidValueError(str(exc).removeprefix("url: ")) from None
     return text
 
 

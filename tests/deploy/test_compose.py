@@ -229,11 +229,51 @@ def test_sidecar_shares_the_model_servers_network_namespace() -> None:
     assert sidecar["network_mode"] == "service:model-server"
     assert "ports" not in sidecar
     ingest = _environment(sidecar)["MODELWATCH_INGEST_ADDR"]
-    target = urlsplit(_environment(server)["MODELWATCH_SIDECAR_URL"])
-    assert ingest == f"127.0.0.1:{target.port}"
-    assert target.hostname == "127.0.0.1"
+    assert ingest.rpartition(":")[0] == "127.0.0.1"
+    assert f"http://{ingest}/readyz" in "\n".join(sidecar["healthcheck"]["test"])
     metrics_port = _environment(sidecar)["MODELWATCH_METRICS_ADDR"].rpartition(":")[2]
     assert f"127.0.0.1:{metrics_port}:{metrics_port}" in server["ports"]
+
+
+def _named_volumes(service: dict[str, Any]) -> dict[PurePosixPath, tuple[str, bool]]:
+    """The service's named volumes: container path → (volume name, read-only)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            if not source.startswith((".", "/")):
+                mounts[PurePosixPath(target)] = (source, mode == ["ro"])
+        elif volume.get("type") == "volume":
+            mounts[PurePosixPath(volume["target"])] = (
+                volume["source"],
+                bool(volume.get("read_only")),
+            )
+    return mounts
+
+
+def test_model_server_logs_over_the_sidecars_socket_on_a_shared_volume() -> None:
+    """The unix:// URL names the sidecar's socket, in a tmpfs volume both mount and both own."""
+    services = _services()
+    sidecar, server = services["sidecar"], services["model-server"]
+    socket = _environment(sidecar)["MODELWATCH_INGEST_SOCKET"]
+    assert _environment(server)["MODELWATCH_SIDECAR_URL"] == f"unix://{socket}"
+    folder = PurePosixPath(socket).parent
+    mounted = {
+        name: _named_volumes(services[name]).get(folder) for name in ("sidecar", "model-server")
+    }
+    assert mounted["sidecar"] == mounted["model-server"]
+    assert mounted["sidecar"] is not None
+    volume, read_only = mounted["sidecar"]
+    assert not read_only
+    options = _compose()["volumes"][volume]["driver_opts"]
+    assert options["type"] == "tmpfs"
+    mount_options = dict(item.partition("=")[::2] for item in options["o"].split(","))
+    # Owned by the user both images run as, so the sidecar may create the socket there.
+    for name in mounted:
+        build = services[name]["build"]
+        dockerfile = (ROOT / build["context"] / build["dockerfile"]).read_text()
+        user = f"USER {mount_options['uid']}:{mount_options['gid']}"
+        assert re.search(rf"(?m)^{user}$", dockerfile), (name, user)
 
 
 def test_sidecar_and_model_server_settings_are_valid() -> None:

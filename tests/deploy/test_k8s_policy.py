@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from dataclasses import fields as dataclass_fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
@@ -87,18 +87,38 @@ def test_model_server_probes_its_health_endpoints(
 def test_sidecar_ingest_is_loopback_and_probed_from_inside_the_pod(
     target: str, objects: dict[str, list[Doc]]
 ) -> None:
-    """Ingest listens on loopback; the model server and the exec probes use that very address."""
+    """Ingest's TCP listener is on loopback, and the sidecar's exec probes use that very address."""
     docs = objects[target]
     host, port = ingest_address(docs)
     assert ipaddress.ip_address(host).is_loopback
     url = f"http://{host}:{port}"
-    assert env(container(docs, SERVER))["MODELWATCH_SIDECAR_URL"]["value"] == url
     sidecar = container(docs, SIDECAR)
     expected = {"startupProbe": "healthz", "livenessProbe": "healthz", "readinessProbe": "readyz"}
     for probe, path in expected.items():
         command = sidecar[probe]["exec"]["command"]
         assert command[:2] == ["python", "-c"], probe
         assert f'"{url}/{path}"' in command[2], probe
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_model_server_logs_over_the_sidecars_socket_on_a_shared_volume(
+    target: str, objects: dict[str, list[Doc]]
+) -> None:
+    """The unix:// URL names the sidecar's socket, in a folder both mount from one tmpfs volume."""
+    docs = objects[target]
+    socket = env(container(docs, SIDECAR))["MODELWATCH_INGEST_SOCKET"]["value"]
+    assert env(container(docs, SERVER))["MODELWATCH_SIDECAR_URL"]["value"] == f"unix://{socket}"
+    folder = str(PurePosixPath(socket).parent)
+    volumes = {}
+    for item in containers(docs):
+        (mount,) = [m for m in item.get("volumeMounts", []) if m["mountPath"] == folder]
+        assert mount.get("readOnly", False) is False, item["name"]
+        assert "subPath" not in mount, item["name"]
+        volumes[item["name"]] = mount["name"]
+    assert volumes[SERVER] == volumes[SIDECAR]
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == volumes[SIDECAR])
+    assert volume["emptyDir"]["medium"] == "Memory"
+    assert volume["emptyDir"]["sizeLimit"] == "1Mi"
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +18,12 @@ import numpy as np
 import orjson
 import pytest
 import structlog
+import uvicorn
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from serving.app import ServableModel, create_app
 from serving.errors import ModelLoadError, PredictionError
@@ -24,6 +31,7 @@ from serving.feedback import FeedbackForwarder
 from serving.metadata import ModelMetadata
 from serving.model import Inputs, OnnxModel, Outputs
 from serving.settings import ServingSettings
+from sidecar._listen import QuietServer
 from tests.support.onnx_models import (
     build_classifier,
     build_regressor,
@@ -890,3 +898,110 @@ async def test_bad_feedback_is_a_4xx_and_never_forwarded(
     assert answer.status_code == 422
     assert answer.json()["field"] == field
     assert h.sidecar_requests == []
+
+
+# --------------------------------------------------------------------------- feedback over a socket
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short private folder for a socket: a socket path holds at most 107 bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="mw-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@asynccontextmanager
+async def unix_sidecar(path: Path, seen: list[Request]) -> AsyncIterator[None]:
+    """A real HTTP server on the Unix socket ``path`` answering ``POST /v1/feedback`` with 202."""
+
+    async def feedback(request: Request) -> Response:
+        await request.body()
+        seen.append(request)
+        return JSONResponse({"joined": 2, "unmatched": 0, "rejected": []}, status_code=202)
+
+    app = Starlette(routes=[Route("/v1/feedback", feedback, methods=["POST"])])
+    config = uvicorn.Config(app, uds=str(path), lifespan="off", log_config=None, ws="none")
+    server = QuietServer(config)
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if task.done():
+            task.result()  # raises what stopped the server
+        return server.started
+
+    try:
+        await _until(started)
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def serving_with_sidecar_url(
+    classifier: tuple[Path, ModelMetadata], url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its feedback forwarder built from ``MODELWATCH_SIDECAR_URL`` (no stand-in)."""
+    model_dir, metadata = classifier
+    settings = ServingSettings.from_environ(
+        {
+            "MODELWATCH_MODEL_URI": str(model_dir),
+            "MODELWATCH_SIDECAR_URL": url,
+            "MODELWATCH_INGEST_TOKEN": TOKEN,
+            "MODELWATCH_FEEDBACK_TIMEOUT_SECONDS": "5",
+        }
+    )
+    app = create_app(
+        settings,
+        metadata,
+        load_model=lambda: OnnxModel.load(model_dir / "model.onnx", metadata),
+        prediction_log=RecordingLog(),
+        registry=CollectorRegistry(),
+        logger=structlog.get_logger(),
+        process_metrics=False,
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://serving") as client,
+    ):
+        await _until(lambda: _ready(client))
+        yield client
+
+
+@pytest.mark.anyio
+async def test_feedback_reaches_a_sidecar_on_a_unix_socket(
+    classifier: tuple[Path, ModelMetadata], socket_dir: Path
+) -> None:
+    """With a unix:// sidecar URL, labels travel over that socket with the token, Host localhost."""
+    path = socket_dir / "ingest.sock"
+    seen: list[Request] = []
+    labels = [{"id": "abc", "label": 1}, {"id": "def", "label": 0}]
+    async with (
+        unix_sidecar(path, seen),
+        serving_with_sidecar_url(classifier, f"unix://{path}") as client,
+    ):
+        answer = await client.post(FEEDBACK, json={"labels": labels})
+    assert answer.status_code == 202
+    assert answer.json() == {"joined": 2, "unmatched": 0, "rejected": []}
+    (request,) = seen
+    assert request.url.path == "/v1/feedback"
+    assert request.headers["host"] == "localhost"
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert orjson.loads(await request.body()) == {
+        "model": "tumour",
+        "version": "3",
+        "labels": labels,
+    }
+
+
+@pytest.mark.anyio
+async def test_a_missing_sidecar_socket_is_503_naming_the_socket(
+    classifier: tuple[Path, ModelMetadata], socket_dir: Path
+) -> None:
+    """No socket file at the unix:// URL (sidecar not up yet): 503 naming the configured URL."""
+    url = f"unix://{socket_dir / 'ingest.sock'}"
+    async with serving_with_sidecar_url(classifier, url) as client:
+        answer = await client.post(FEEDBACK, json={"labels": [{"id": "a", "label": 1}]})
+    assert answer.status_code == 503
+    assert f"the sidecar at {url} is unreachable" in answer.json()["error"]

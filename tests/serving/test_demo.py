@@ -235,7 +235,7 @@ def test_local_configurations_pass_the_real_checkers(tmp_path: Path) -> None:
 def test_short_demo_catches_the_drift_and_leaves_no_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A short real demo run flags every shifted feature, exits 0, and its children are gone."""
+    """A short real demo run flags every shifted feature, exits 0, leaves no process or socket."""
     require_tool("prometheus")
     require_tool("prometheus-alertmanager")
     model_dir = train.build(tmp_path / "model").directory
@@ -255,6 +255,10 @@ def test_short_demo_catches_the_drift_and_leaves_no_process(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    # Predictions went over the sidecar's ingest socket, whose private folder is gone.
+    (socket,) = re.findall(r"ingest 127\.0\.0\.1:\d+ and (\S+), metrics", output)
+    assert Path(socket).name == demo.INGEST_SOCKET
+    assert not Path(socket).parent.exists()
     for name in ("drift.json", "serving-metrics.prom", "sidecar-metrics.prom"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     predictions = tmp_path / "out" / demo.PREDICTIONS_DIR

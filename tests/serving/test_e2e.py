@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -209,23 +211,41 @@ def test_sidecar_down_from_the_start(
     assert final.sent == capacity
 
 
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short private folder for a socket: a socket path holds at most 107 bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="mw-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
 def test_sidecar_killed_mid_run(
-    model_dir: Path, tmp_path: Path, processes: list[ManagedProcess]
+    model_dir: Path,
+    tmp_path: Path,
+    socket_dir: Path,
+    processes: list[ManagedProcess],
+    transport: str,
 ) -> None:
-    """A sidecar SIGKILLed under load and restarted: every prediction succeeds and is accounted."""
+    """A sidecar SIGKILLed under load and restarted: every prediction succeeds and is accounted.
+
+    Over a Unix socket the killed sidecar leaves its socket file behind; the restarted one
+    replaces it and the model server's logger reconnects to the new listener at the same path.
+    """
     ingest_port = free_port()
+    socket = socket_dir / "ingest.sock" if transport == "unix" else None
     profile = model_dir / train.PROFILE_FILE
     first, _, _ = start_sidecar(
         profile,
         tmp_path / "sidecar-1.log",
         window_seconds=600,
         ingest_port=ingest_port,
+        ingest_socket=socket,
         **_dirs(tmp_path),  # the same spool: the restart ships what the first one left
     )
     processes.append(first)
-    server, port = start_model_server(
-        model_dir, tmp_path / "serving.log", sidecar_url=f"http://127.0.0.1:{ingest_port}"
-    )
+    url = f"unix://{socket}" if socket is not None else f"http://127.0.0.1:{ingest_port}"
+    server, port = start_model_server(model_dir, tmp_path / "serving.log", sidecar_url=url)
     processes.append(server)
     stats = LoadStats()
     results: list[LoadResult] = []
@@ -252,12 +272,15 @@ def test_sidecar_killed_mid_run(
     (result,) = results
     assert result.ok == result.requests == 300
     predictions = result.instances
+    if socket is not None:
+        assert socket.is_socket()  # left behind by the killed sidecar
 
     second, _, _ = start_sidecar(
         profile,
         tmp_path / "sidecar-2.log",
         window_seconds=600,
         ingest_port=ingest_port,
+        ingest_socket=socket,
         **_dirs(tmp_path),  # the same spool: the restart ships what the first one left
     )
     processes.append(second)

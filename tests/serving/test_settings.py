@@ -77,3 +77,47 @@ def test_every_bad_key_is_named_at_once() -> None:
     }
     assert problems["MODELWATCH_MAX_BATCH_SIZE"] == "must be at least 1, got 0"
     assert problems["MODELWATCH_LOG_SAMPLE_RATE"] == "must lie in [0, 1], got 1.5"
+
+
+def test_a_unix_socket_url_is_accepted_as_written() -> None:
+    """MODELWATCH_SIDECAR_URL may name the sidecar's Unix socket: unix:// and an absolute path."""
+    settings = ServingSettings.from_environ(
+        {
+            "MODELWATCH_MODEL_URI": "/models/m",
+            "MODELWATCH_SIDECAR_URL": " unix:///var/run/modelwatch/ingest.sock ",
+        }
+    )
+    assert settings.sidecar_url == "unix:///var/run/modelwatch/ingest.sock"
+    assert settings.redacted()["sidecar_url"] == "unix:///var/run/modelwatch/ingest.sock"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        pytest.param("unix://run/ingest.sock", "must be absolute", id="relative"),
+        pytest.param("unix:/run/ingest.sock", "must start with", id="one slash"),
+        pytest.param("unix://", "absolute path", id="no path"),
+        pytest.param("unix:///run/ingest.sock?mode=1", "without ?query", id="query"),
+        pytest.param("unix:///run/ingest.sock#x", "without ?query", id="fragment"),
+        pytest.param("unix:///run/modelwatch/", "names a directory", id="directory"),
+        pytest.param("unix:///" + "s" * 107, "108 bytes", id="too long"),
+        pytest.param("ftp://sidecar:21", "unix://", id="other scheme"),
+    ],
+)
+def test_a_bad_sidecar_url_is_refused_naming_the_key(url: str, words: str) -> None:
+    """A unix:// URL without an absolute socket path, or with extras, is an error on the key."""
+    with pytest.raises(ConfigError) as caught:
+        ServingSettings.from_environ(
+            {"MODELWATCH_MODEL_URI": "/models/m", "MODELWATCH_SIDECAR_URL": url}
+        )
+    assert set(caught.value.problems) == {"MODELWATCH_SIDECAR_URL"}
+    assert words in caught.value.problems["MODELWATCH_SIDECAR_URL"]
+
+
+def test_the_longest_socket_path_linux_takes_is_accepted() -> None:
+    """A socket path of exactly 107 bytes, the most sun_path holds with its NUL, is accepted."""
+    url = "unix:///" + "s" * 106
+    settings = ServingSettings.from_environ(
+        {"MODELWATCH_MODEL_URI": "/models/m", "MODELWATCH_SIDECAR_URL": url}
+    )
+    assert settings.sidecar_url == url
