@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from typing import NamedTuple
 
 from sidecar._client_transport import USER_AGENT, Endpoint, TransportResponse
@@ -59,14 +60,19 @@ class RawHttpTransport:
         self._endpoint = endpoint
         self._head = _request_head(endpoint, token)
         self._sock: socket.socket | None = None
-        self._timeout: float | None = None  # the socket's; set again only when it changes
+        self._deadline = 0.0  # of the exchange under way, on time.monotonic()
         self._buffer = bytearray()  # received bytes not yet read as part of an answer
 
     def send(self, body: bytes, timeout: float) -> TransportResponse:
-        """POST ``body``; ``timeout`` bounds each socket operation (connect, write, read)."""
+        """POST ``body``; ``timeout`` bounds the whole exchange (connect, write, read, retry).
+
+        A server that trickles its answer a byte at a time cannot hold the sender longer: each
+        socket operation gets only what is left of ``timeout``.
+        """
+        self._deadline = time.monotonic() + timeout
         reused = self._sock is not None
         try:
-            return self._exchange(body, timeout)
+            return self._exchange(body)
         except _UnansweredError:
             self.close()
             if not reused:
@@ -77,7 +83,7 @@ class RawHttpTransport:
         # The server closed the idle connection between two batches (a keep-alive timeout or a
         # restart): nothing was processed, so one immediate retry on a new connection is safe.
         try:
-            return self._exchange(body, timeout)
+            return self._exchange(body)
         except BaseException:
             self.close()
             raise
@@ -109,18 +115,21 @@ class RawHttpTransport:
             raise
         return sock
 
-    def _exchange(self, body: bytes, timeout: float) -> TransportResponse:
+    def _remaining(self) -> float:
+        """Seconds left of the exchange's timeout; TimeoutError once none are."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete answer within the timeout")
+        return left
+
+    def _exchange(self, body: bytes) -> TransportResponse:
         if self._buffer:  # bytes nobody asked for: the connection's state is unknown
             self.close()
         sock = self._sock
         if sock is None:
-            sock = self._sock = self._connect(timeout)
-            self._timeout = None
-        if timeout != self._timeout:  # settimeout() costs a system call even when unchanged
-            sock.settimeout(timeout)
-            self._timeout = timeout
+            sock = self._sock = self._connect(self._remaining())
         try:
-            _send_all(sock, [self._head, b"%d\r\n\r\n" % len(body), body])
+            self._send_all(sock, [self._head, b"%d\r\n\r\n" % len(body), body])
         except _WRITE_FAILED:
             # The server may have answered before reading the whole body (a 413) and closed;
             # that answer is the one to return. Without one, _UnansweredError (stale) or the error.
@@ -131,6 +140,17 @@ class RawHttpTransport:
         if not keep_alive:
             self.close()
         return answer
+
+    def _send_all(self, sock: socket.socket, parts: list[bytes]) -> None:
+        """Write ``parts`` in order, in as few ``sendmsg`` calls as the socket allows, uncopied."""
+        views = [memoryview(part) for part in parts if part]
+        while views:
+            sock.settimeout(self._remaining())
+            sent = sock.sendmsg(views, (), _NO_SIGNAL)
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if sent:
+                views[0] = views[0][sent:]
 
     def _read_answer(self, sock: socket.socket) -> tuple[TransportResponse, bool]:
         """The final answer, after any interim (1xx) ones, and whether the connection stays."""
@@ -155,6 +175,7 @@ class RawHttpTransport:
 
     def _receive(self, sock: socket.socket) -> bool:
         """Append what the socket has to the buffer; False at the end of the stream."""
+        sock.settimeout(self._remaining())
         data = sock.recv(_RECEIVE_BYTES)
         self._buffer += data
         return bool(data)
@@ -303,7 +324,8 @@ def _parse_head(raw: bytes) -> _Head:
         text = next(iter(lengths)) if len(lengths) == 1 else b""
         if not text.isdigit():
             raise ProtocolError(f"bad Content-Length {b', '.join(sorted(lengths))[:100]!r}")
-        length = int(text)
+        # More digits than any allowed length has: refused before int() reads them all.
+        length = int(text) if len(text.lstrip(b"0")) <= 9 else MAX_BODY_BYTES + 1
         if length > MAX_BODY_BYTES:
             raise ProtocolError(f"the answer's body is larger than {MAX_BODY_BYTES} bytes")
     if codings and codings != [b"chunked"]:
@@ -315,14 +337,3 @@ def _parse_head(raw: bytes) -> _Head:
         delimited and b"close" not in connection and (minor == b"1" or b"keep-alive" in connection)
     )
     return _Head(status, length, bool(codings), keep_alive)
-
-
-def _send_all(sock: socket.socket, parts: list[bytes]) -> None:
-    """Write ``parts`` in order with as few ``sendmsg`` calls as the socket allows, no copies."""
-    views = [memoryview(part) for part in parts if part]
-    while views:
-        sent = sock.sendmsg(views, (), _NO_SIGNAL)
-        while views and sent >= len(views[0]):
-            sent -= len(views.pop(0))
-        if sent:
-            views[0] = views[0][sent:]

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sidecar._client_delivery import Problem, deliver
+from sidecar._client_delivery import Delivery, Problem, deliver
 from sidecar._client_throttle import Throttle
 from sidecar._client_transport import TransportResponse
 
@@ -145,10 +145,13 @@ class Sender:
     def _next_batch(self, last_take: float) -> list[bytes] | None:
         """The next batch once ``batch_size`` events wait or ``flush_interval`` has passed."""
         ready, buffer, batching = self._ready, self._buffer, self._batching
-        while not self._stop.is_set():
-            # Cleared before the buffer is looked at, so a batch filled meanwhile sets it again
-            # and the wait below returns at once: no wake-up is lost.
+        while True:
+            # Cleared before the stop flag and the buffer are looked at: finish() and a filled
+            # batch set it after what they announce, so the wait below returns at once and no
+            # wake-up is lost.
             ready.clear()
+            if self._stop.is_set():
+                return None
             waiting = len(buffer)
             due = last_take + batching.flush_interval - self._clock()
             if waiting >= batching.batch_size or (waiting and due <= 0):
@@ -157,13 +160,14 @@ class Sender:
                     return batch
                 continue
             ready.wait(due if due > 0 else batching.flush_interval)
-        return None
 
     def _take(self) -> list[bytes]:
         with self._ledger.lock:
             return self._take_locked()
 
     def _take_locked(self) -> list[bytes]:
+        if self._ledger.abandoned:  # close() has counted what was left; nothing more to send
+            return []
         buffer = self._buffer
         count = min(self._batching.batch_size, len(buffer))
         batch = [buffer.popleft() for _ in range(count)]
@@ -172,7 +176,13 @@ class Sender:
 
     def _attempt(self, batch: list[bytes], timeout: float, failures: int) -> int:
         """Send ``batch`` and count what became of it; the new count of consecutive failures."""
-        result = deliver(self._transport.send, self._head, self._tail, batch, timeout)
+        try:
+            result = deliver(self._transport.send, self._head, self._tail, batch, timeout)
+        except Exception as exc:  # a bug in delivery must not strand the batch in flight
+            result = Delivery(retry=list(batch))
+            result.problems.append(
+                Problem("internal", f"delivery error: {type(exc).__name__}: {exc}")
+            )
         ledger, buffer = self._ledger, self._buffer
         with ledger.lock:
             if ledger.abandoned:  # close() gave up waiting and counted these as dropped

@@ -60,7 +60,8 @@ class LoggerStats:
     """Counts since construction.
 
     ``logged == sent + dropped + rejected + sampled_out + buffered + in_flight`` holds in every
-    snapshot; after ``close()``, ``buffered`` and ``in_flight`` are 0.
+    snapshot; once ``close()`` has returned and no call is in progress, ``buffered`` and
+    ``in_flight`` are 0.
     """
 
     logged: int
@@ -159,7 +160,8 @@ class PredictionLogger:
         """Queue one prediction; its id (``new_event_id()`` unless given), None if sampled out.
 
         Never blocks and never raises: a value JSON cannot carry is counted as rejected, any
-        other failure as dropped, and both are logged (by the flusher, once with context).
+        other failure as dropped, and both are logged (by the sender thread, once with
+        context). Only a call after ``close()`` writes its warning on the caller's thread.
         """
         eid = event_id
         try:
@@ -209,8 +211,8 @@ class PredictionLogger:
         """Queue one prediction per row of ``features``, as many ``log()`` calls would.
 
         Row ``i`` is ``features[i]``, ``predictions[i]``, ``event_ids[i]`` and ``scores[i]``;
-        latency, status, timestamp, trace id and attributes are shared. It takes the buffer's
-        lock once and reads the clock once. The ids (None where sampled out), in row order.
+        latency, status, timestamp, trace id and attributes are shared. It appends to the
+        buffer once and reads the clock once. The ids (None where sampled out), in row order.
         Never blocks and never raises: sequences of different lengths queue nothing and count
         ``len(features)`` events as dropped. One row with nothing to sample out (the model
         server's call) takes a shorter path with the same bytes and counts (``_log_one``).
@@ -249,7 +251,7 @@ class PredictionLogger:
                     count=n,
                 )
                 return ids
-            sampled_out = 0 if self._sample_rate >= 1.0 else self._sample(ids, event_ids is None)
+            sampled_out = 0 if self._sample_rate >= 1.0 else self._sample(ids, event_ids)
             event: dict[str, object] = {
                 "id": "",
                 "timestamp": time.time() if timestamp is None else timestamp,
@@ -286,8 +288,8 @@ class PredictionLogger:
                 return ids
             # The common case: everything fits and nothing else to count.
             buffer.extend(records)
-            if before < self._batch_size <= before + len(records):
-                self._ready.set()
+            if len(buffer) >= self._batch_size:
+                self._wake()
             if self._closing:
                 self._settle_late("log_many()", len(records))
         except Exception as exc:
@@ -355,17 +357,21 @@ class PredictionLogger:
         if before >= self._max_buffer:
             return None
         buffer.append(data)
-        if before + 1 == self._batch_size:
-            self._ready.set()
+        if len(buffer) >= self._batch_size:
+            self._wake()
         if self._closing:
             self._settle_late("log_many()", 1)
         return [eid]
 
-    def _sample(self, ids: list[str | None], generated: bool) -> int:
-        """Set the ids of the rows sampled out to None; how many they are."""
+    def _sample(self, ids: list[str | None], given: Sequence[str | None] | None) -> int:
+        """Set the ids of the rows sampled out to None; how many they are.
+
+        A row is sampled as ``log()`` samples it: by its given id, or at random when it had
+        none (a None among ``given`` included), even though it has a new id by now.
+        """
         sampled_out = 0
-        for i, eid in enumerate(ids):
-            if not self._keep(None if generated else eid):
+        for i in range(len(ids)):
+            if not self._keep(None if given is None else given[i]):
                 ids[i] = None
                 sampled_out += 1
         return sampled_out
@@ -383,8 +389,8 @@ class PredictionLogger:
             self._admit_many([data], 0, 0, "", "log()")
             return
         buffer.append(data)
-        if before + 1 == self._batch_size:
-            self._ready.set()
+        if len(buffer) >= self._batch_size:
+            self._wake()
         if self._closing:
             self._settle_late("log()", 1)
 
@@ -435,6 +441,16 @@ class PredictionLogger:
         buffer.extend(records)
         if len(buffer) >= self._batch_size:
             self._ready.set()
+
+    def _wake(self) -> None:
+        """Wake the sender: a batch is waiting. Checked after appending, by every caller.
+
+        The length is read after the append, not before, so two threads that fill a batch
+        together cannot both miss it.
+        """
+        ready = self._ready
+        if not ready.is_set():
+            ready.set()
 
     def _settle_late(self, caller: str, count: int) -> None:
         """Undo ``count`` appends made once ``close()`` had begun: take them back as dropped.
@@ -488,9 +504,14 @@ class PredictionLogger:
             deadline = self._clock() + seconds
         self._sender.finish(deadline)
         with ledger.lock:
-            left = len(self._buffer) + ledger.in_flight
+            # Popped and counted one by one, not cleared: an event a call appends meanwhile
+            # stays for that call's _settle_late to count.
+            buffer = self._buffer
+            left = len(buffer)
+            for _ in range(left):
+                buffer.popleft()
+            left += ledger.in_flight
             ledger.dropped += left
-            self._buffer.clear()
             ledger.in_flight = 0
             ledger.abandoned = True
         self._sender.report()

@@ -373,6 +373,30 @@ def test_log_many_samples_by_id_like_log() -> None:
     assert loggers[1].stats() == loggers[0].stats()
 
 
+def test_log_many_samples_rows_without_an_id_at_random_like_log() -> None:
+    """A None among given ids is sampled by the random draw log() makes without an id."""
+    given = [None if i % 2 else f"req-{i}" for i in range(2_000)]
+    loggers = [
+        PredictionLogger(
+            model="m", version="1", transport=_Accepting(), sample_rate=0.3,
+            rng=random.Random(11),
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    one_by_one = [
+        loggers[0].log(features={}, prediction=1, latency_seconds=0, event_id=i) is not None
+        for i in given
+    ]
+    together = loggers[1].log_many(
+        features=[{}] * len(given), predictions=[1] * len(given), latency_seconds=0,
+        event_ids=given,  # type: ignore[arg-type]
+    )  # fmt: skip
+    for logger in loggers:
+        logger.close()
+    assert [eid is not None for eid in together] == one_by_one
+    assert loggers[1].stats() == loggers[0].stats()
+
+
 def test_log_many_overflow_drops_the_oldest() -> None:
     """Rows beyond the buffer's room push out the oldest events, each counted as dropped."""
     transport = _Accepting()

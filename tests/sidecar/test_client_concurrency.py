@@ -11,15 +11,67 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 from collections.abc import Callable
 
 import pytest
 
+from sidecar._client_transport import TransportResponse
 from sidecar.client import LoggerStats, PredictionLogger
 from tests.support.fake_sidecar import FakeSidecar, chaos, wait_for
 
 PRODUCERS = 4
 EVENTS_BEFORE_CLOSE = 4000
+
+
+class _MeetingDeque(deque[bytes]):
+    """A buffer whose appends wait for each other: both callers read its length, then append."""
+
+    meeting = threading.Barrier(2, timeout=10)
+
+    def append(self, item: bytes) -> None:
+        self.meeting.wait()
+        super().append(item)
+
+
+class _Recording:
+    """An in-memory transport that accepts every batch and signals its arrival."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+
+    def send(self, body: bytes, timeout: float) -> TransportResponse:
+        self.arrived.set()
+        return TransportResponse(202, b'{"rejected": []}')
+
+
+def test_a_batch_filled_by_two_threads_at_once_wakes_the_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two calls that each saw the buffer short of a batch, then filled it together, wake it."""
+    monkeypatch.setattr("sidecar.client.deque", _MeetingDeque)
+    transport = _Recording()
+    logger = PredictionLogger(
+        model="m", version="1", transport=transport, batch_size=2, flush_interval=3600
+    )
+    logger.start()
+    try:
+        # The sender waits on its event; only a call setting it can wake it within the hour.
+        wait_for(lambda: len(logger._ready._cond._waiters) == 1)  # type: ignore[attr-defined]
+        callers = [
+            threading.Thread(
+                target=logger.log, kwargs={"features": {}, "prediction": i, "latency_seconds": 0}
+            )
+            for i in range(2)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        assert transport.arrived.wait(10)
+    finally:
+        logger.close()
+    assert logger.stats().sent == 2
 
 
 class _Producers:
@@ -36,7 +88,7 @@ class _Producers:
         rng = random.Random(worker)
         call = 0
         while not self.stop.is_set():
-            if call % 3 == 0:
+            if call % 4 == 0:
                 self.logger.log(
                     features={"x": rng.random()},
                     prediction=1,
@@ -45,7 +97,7 @@ class _Producers:
                 )
                 self.events[worker] += 1
             else:
-                rows = 1 + call % 3
+                rows = call % 4  # 1 is the model server's one-row call
                 ids = self.logger.log_many(
                     features=[{"x": rng.random()} for _ in range(rows)],
                     predictions=[0] * rows,

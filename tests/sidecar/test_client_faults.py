@@ -7,6 +7,7 @@ returns, and ``sent + dropped + rejected + sampled_out == logged`` once the logg
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from typing import Any
@@ -389,3 +390,36 @@ def test_random_faults_keep_the_accounting_exact() -> None:
     _settled(stats)
     assert stats.logged == 3000
     assert stats.sent == len(fake.accepted) == len(set(fake.accepted))
+
+
+class _GarbageThenAccept:
+    """A transport whose first answer is not a ``TransportResponse`` at all, then accepts."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.events: list[str] = []
+
+    def send(self, body: bytes, timeout: float) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            return None  # delivery cannot read a status from this
+        ids = [event["id"] for event in json.loads(body)["events"]]
+        self.events.extend(ids)
+        return TransportResponse(202, b'{"rejected": []}')
+
+
+def test_an_error_inside_delivery_retries_the_batch_instead_of_stranding_it() -> None:
+    """A batch whose delivery raises goes back to the buffer, is sent later, and is logged."""
+    transport = _GarbageThenAccept()
+    log = RecordingLog()
+    logger = PredictionLogger(
+        model="m", version="1", transport=transport, batch_size=5, flush_interval=NEVER,
+        max_backoff=BACKOFF, logger=log,
+    )  # fmt: skip
+    logger.start()
+    ids = _log(logger, 5)
+    wait_for(lambda: logger.stats().sent == 5)
+    logger.close()
+    _settled(logger.stats())
+    assert transport.events == ids
+    assert log.count("delivery error: AttributeError") == 1

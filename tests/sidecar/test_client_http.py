@@ -423,6 +423,17 @@ def test_server_that_never_answers_times_out(
             transport.send(b"{}", 0.05)
 
 
+def test_timeout_bounds_the_whole_answer_not_each_read(
+    family: str, socket_dir: Path, connect: Connect
+) -> None:
+    """A server trickling its answer, each byte well within the timeout, still times out."""
+    trickle = Reply(answer(202, b"x" * 400), byte_by_byte=True, pause=0.01)
+    with _server(family, socket_dir, trickle) as server:
+        transport = connect(server.url)
+        with pytest.raises(TimeoutError):  # 400 bytes at 10 ms each take 4 s; the timeout 0.3
+            transport.send(b"{}", 0.3)
+
+
 def test_nobody_listening_raises(socket_dir: Path, connect: Connect) -> None:
     """A Unix socket path nobody listens on raises the connect error."""
     transport = connect(f"unix://{socket_dir}/none.sock")

@@ -28,6 +28,8 @@ class Reply:
     """Bytes written back, verbatim."""
     byte_by_byte: bool = False
     """Write ``data`` one byte per ``send``, so the client sees it in pieces."""
+    pause: float = 0.0
+    """With ``byte_by_byte``, wait this long before each byte (a server trickling its answer)."""
     close: bool = False
     """Close the connection after writing ``data``."""
     hang: bool = False
@@ -135,6 +137,8 @@ class ScriptedServer:
                 return
             if reply.byte_by_byte:
                 for i in range(len(reply.data)):
+                    if reply.pause and self._stopped.wait(reply.pause):
+                        return
                     conn.sendall(reply.data[i : i + 1])
             else:
                 conn.sendall(reply.data)
