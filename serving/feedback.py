@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from serving.errors import RequestError
-from sidecar._client_transport import parse_url
+from sidecar.client import parse_url
 
 FEEDBACK_PATH = "/v1/feedback"
 UNIX_BASE_URL = "http://localhost"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar._client_transport import parse_url
+from sidecar.client import parse_url
 from sidecar.errors import ConfigError
 from sidecar.settings import LOG_FORMATS, LOG_LEVELS, SECRET_MASK, Address, LogFormat
 

@@ -35,19 +35,21 @@ from sidecar._client_encoding import EncodeError, dumps, encode_event, envelope
 from sidecar._client_ids import new_event_id
 from sidecar._client_sender import Batching, Ledger, Sender, Transport
 from sidecar._client_throttle import Log, Throttle
-from sidecar._client_transport import TransportResponse, transport_for
+from sidecar._client_transport import Endpoint, TransportResponse, parse_url, transport_for
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
 __all__ = [
     "DEFAULT_URL",
+    "Endpoint",
     "Log",
     "LoggerStats",
     "PredictionLogger",
     "Transport",
     "TransportResponse",
     "new_event_id",
+    "parse_url",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8081"
