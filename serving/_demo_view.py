@@ -255,11 +255,14 @@ def render_block(tick: Tick) -> list[str]:
 
 def render_line(tick: Tick) -> str:
     """One line per tick, for output that is not a terminal."""
-    top = tick.top_psi[0] if tick.top_psi else None
-    top_text = f"{top.name} {_fmt(top.psi)}" if top else "–"
+    psi = tick.top_psi[0] if tick.top_psi else None
+    ks = tick.top_ks[0] if tick.top_ks else None
+    psi_text = f"{psi.name} {_fmt(psi.psi)}" if psi else "–"
+    ks_text = f"{ks.name} {_fmt(ks.ks)}" if ks else "–"
     return (
         f"[{tick.phase} {tick.elapsed:5.1f}s] {tick.rate:6.1f} req/s "
-        f"{_latency(tick.latency)} | window {tick.window_events} | top PSI {top_text} | "
+        f"{_latency(tick.latency)} | window {tick.window_events} | top PSI {psi_text} | "
+        f"top KS {ks_text} | "
         f"drift {'YES ' + ','.join(tick.drifted) if tick.drifted else 'no'} | "
         f"{logger_outcomes(tick)}"
         + ("" if tick.alerts is None else f" | alerts {_alerts(tick.alerts)}")

@@ -122,6 +122,9 @@ def test_live_view_prints_a_line_per_tick_when_not_a_terminal() -> None:
     assert "\x1b" not in stream.getvalue()
     assert "drift YES a,c" in lines[0]
     assert "dropped 2" in lines[0]
+    top_ks = tick.top_ks[0]
+    assert f"top KS {top_ks.name} {top_ks.ks:.3f}" in lines[0]  # the top feature by each test
+    assert f"top PSI {tick.top_psi[0].name} " in lines[0]
 
 
 def test_live_view_redraws_in_place_on_a_terminal() -> None:
