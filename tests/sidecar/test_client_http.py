@@ -305,6 +305,18 @@ def test_http10_answer_without_keep_alive_closes(
         assert server.connections == 2
 
 
+def test_http10_answer_with_keep_alive_keeps_the_connection(
+    family: str, socket_dir: Path, connect: Connect
+) -> None:
+    """An HTTP/1.0 answer saying ``Connection: keep-alive`` leaves the connection open."""
+    kept = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
+    with _server(family, socket_dir, Reply(kept), Reply(OK)) as server:
+        transport = connect(server.url)
+        assert transport.send(b"{}", TIMEOUT) == (200, b"ok")
+        assert transport.send(b"{}", TIMEOUT).status == 202
+        assert server.connections == 1
+
+
 def test_unasked_bytes_after_an_answer_retire_the_connection(
     family: str, socket_dir: Path, connect: Connect
 ) -> None:
@@ -357,6 +369,14 @@ def test_no_content_answer_has_no_body(family: str, socket_dir: Path, connect: C
         (b"HTTP/1.1 101 Switching\r\n\r\n", "switched protocols"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "after 5 of 10"),
         (b"HTTP/1.1 200 OK\r\nContent", "in the answer's head"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", "larger than"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % (MAX_BODY_BYTES + 1),
+            "larger than",
+        ),
+        # Two interim answers, each within the bound, together past it.
+        ((b"HTTP/1.1 100 Continue\r\nX: " + b"a" * 40_000 + b"\r\n\r\n") * 2, "longer than 65536"),
     ],
 )
 def test_malformed_answers_are_protocol_errors(
@@ -516,10 +536,14 @@ def test_logger_batch_reaches_the_real_ingest_app_over_a_unix_socket(
     """A logger-shaped batch gets the real app's 202 and JSON count over the Unix socket."""
     transport = transport_for(f"unix://{sidecar_socket}", TOKEN)
     try:
-        for _ in range(3):  # the same kept-alive connection serves every batch
+        sockets = []
+        for _ in range(3):
             status, body = transport.send(_batch(500), TIMEOUT)
             assert status == 202
             assert json.loads(body)["accepted"] == 500
+            sockets.append(transport._sock)  # type: ignore[union-attr]
+        # the same kept-alive connection served every batch (held, so no identity is reused)
+        assert all(sock is sockets[0] is not None for sock in sockets)
     finally:
         transport.close()
 
