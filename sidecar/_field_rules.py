@@ -42,7 +42,7 @@ _RFC3339 = re.compile(
 )
 
 
-def _timestamp(value: object) -> str:
+def normalised_timestamp(value: object) -> str:
     """The RFC 3339 UTC form of an event's timestamp; FieldError when it has none."""
     if isinstance(value, str):
         if _RFC3339.fullmatch(value) is None:
@@ -83,7 +83,7 @@ def _timestamp(value: object) -> str:
 def timestamp_valid(value: object) -> bool:
     """Whether ``value`` is a timestamp this module accepts (for the fast path's odd cases)."""
     try:
-        _timestamp(value)
+        normalised_timestamp(value)
     except FieldError:
         return False
     return True
@@ -149,7 +149,7 @@ class EventChecker:
         if not isinstance(event, dict):
             raise FieldError("", "invalid_type", f"must be an object, got {json_type(event)}")
         event_id = self._id(event.get("id"))
-        timestamp = _timestamp(event.get("timestamp"))
+        timestamp = normalised_timestamp(event.get("timestamp"))
         latency = _latency(event.get("latency_seconds"))
         status = event.get("status")
         if status is None:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -56,8 +57,38 @@ class Document:
         Raises ``TypeError`` when the source holds a value JSON cannot carry; NaN and infinities
         become ``null``.
         """
-        action = orjson.dumps({"create": {"_index": self.index, "_id": self.id}})
-        return b"%b\n%b\n" % (action, orjson.dumps(self.source))
+        # The action line is ``{"create":{"_index":…,"_id":…}}`` with its constant head cached:
+        # the same bytes as dumping the action object, for a fraction of the work.
+        return b"".join(
+            (
+                _action_head(self.index),
+                orjson.dumps(self.id),
+                b"}}\n",
+                orjson.dumps(self.source),
+                b"\n",
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionTemplate:
+    """What every prediction document of one request shares, as ``predictions`` lays it out.
+
+    For ``sidecar._ship_documents``, which builds the same documents in one pass per event.
+    """
+
+    index: str
+    model: dict[str, str]
+    created: str | None
+    service: dict[str, str]
+    data_stream: dict[str, str]
+    kubernetes: dict[str, object] | None
+    redaction: Redaction | None
+
+
+@lru_cache(maxsize=64)
+def _action_head(index: str) -> bytes:
+    return b'{"create":{"_index":%b,"_id":' % orjson.dumps(index)
 
 
 def predictions_stream(namespace: str) -> str:
@@ -181,6 +212,20 @@ class DocumentBuilder:
                 source["kubernetes"] = self._kubernetes
             documents.append(Document(index, document_id(event_id), source))
         return documents
+
+    def prediction_template(
+        self, model: str, version: str, *, received_at: float | None = None
+    ) -> PredictionTemplate:
+        """The shared parts of the documents ``predictions`` builds for one request."""
+        return PredictionTemplate(
+            index=self.predictions_index,
+            model={"name": model, "version": version},
+            created=None if received_at is None else _rfc3339(received_at),
+            service=self._service,
+            data_stream=self._predictions_stream,
+            kubernetes=self._kubernetes,
+            redaction=self._redaction,
+        )
 
     def drift(self, snapshot: DriftSnapshot, wall_time: float) -> list[Document]:
         """One document per feature and one for the model, all stamped ``wall_time``.

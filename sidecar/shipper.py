@@ -2,9 +2,11 @@
 
 It reads spool records after the committed position (bounded by bytes per read), decodes them
 (``sidecar.spool_records``), builds ECS documents and sends them in bulk requests bounded by
-documents and by bytes. Each document ends delivered (or a duplicate of one already stored,
-which is the same), dead-lettered with its reason, or retried: only the retried ones are sent
-again, after a full-jitter exponential backoff that ``stop()`` interrupts. The spool position
+documents and by bytes. A record whose events are all plain is decoded and built in one pass
+(``sidecar._ship_documents``); any other takes the reference path, with the same result. Each
+document ends delivered (or a duplicate of one already stored, which is the same),
+dead-lettered with its reason, or retried: only the retried ones are sent again, after a
+full-jitter exponential backoff that ``stop()`` interrupts. The spool position
 is committed only once every document up to it is done, so a crash or an outage replays what
 was not yet acknowledged and the sink's ``create``-by-id turns the replay into duplicates, not
 copies. Drift snapshots, handed over from the event loop, wait in a small bounded queue and go
@@ -27,6 +29,7 @@ from typing import Protocol
 from structlog.typing import FilteringBoundLogger
 
 from sidecar._dead_letter import DeadLetterFile
+from sidecar._ship_documents import record_documents
 from sidecar._shipping_metrics import ShippingStats
 from sidecar._sink_types import Outcome, Sink
 from sidecar.documents import Document, DocumentBuilder
@@ -257,7 +260,7 @@ class Shipper:
         pending = _Pending([], [], [])
         for record in records:
             try:
-                batch = decode_batch(record.payload)
+                documents = self._documents(record.payload)
             except SpoolRecordError as exc:
                 self._logger.error(
                     "undecodable spool record dead-lettered",
@@ -269,15 +272,22 @@ class Shipper:
                 self.stats.dead_lettered()
                 pending.record_ends.append((len(pending.documents), record.position))
                 continue
-            documents = self._builder.predictions(
-                batch.model, batch.version, batch.events, received_at=batch.received_at
-            )
             # The record's bytes share out over its documents: a cheap, proportional size.
             share = len(record.payload) // max(1, len(documents)) + 1
             pending.documents.extend(documents)
             pending.sizes.extend([share] * len(documents))
             pending.record_ends.append((len(pending.documents), record.position))
         return pending
+
+    def _documents(self, payload: bytes) -> list[Document]:
+        """A record's documents: the one-pass build when it answers, else the reference path."""
+        documents = record_documents(payload, self._builder)
+        if documents is not None:
+            return documents
+        batch = decode_batch(payload)
+        return self._builder.predictions(
+            batch.model, batch.version, batch.events, received_at=batch.received_at
+        )
 
     def _deliver_records(self, pending: _Pending) -> bool:
         """Deliver in bulk-sized chunks, committing after each chunk what it completed."""

@@ -23,7 +23,15 @@ from sidecar._field_rules import FieldError
 from sidecar._ingest_types import IngestLimits, ParsedEvents
 from sidecar.errors import ModelwatchError
 
-__all__ = ["DecodedBatch", "SpoolRecordError", "decode_batch", "encode_batch", "encode_parsed"]
+__all__ = [
+    "DecodedBatch",
+    "RecordHead",
+    "SpoolRecordError",
+    "decode_batch",
+    "encode_batch",
+    "encode_parsed",
+    "split_record",
+]
 
 FORMAT = 1
 """Bumped when the header changes; a record of another format is refused, not guessed at."""
@@ -53,6 +61,16 @@ class DecodedBatch:
     events: list[dict[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class RecordHead:
+    """A record's header: model, version, when it was received, the rejected event indices."""
+
+    model: str
+    version: str
+    received_at: float
+    rejected: frozenset[int]
+
+
 def encode_batch(
     model: str, version: str, received_at: float, body: bytes, rejected: Sequence[int]
 ) -> bytes:
@@ -71,14 +89,20 @@ def encode_parsed(parsed: ParsedEvents, received_at: float) -> bytes:
     return encode_batch(parsed.model, parsed.version, received_at, parsed.body, rejected)
 
 
-def decode_batch(payload: bytes) -> DecodedBatch:
-    """The accepted events of a record; ``SpoolRecordError`` when it is not one this wrote."""
+def split_record(payload: bytes) -> tuple[RecordHead, bytes]:
+    """A record's checked header and its body; ``SpoolRecordError`` for a bad header."""
     head, sep, body = payload.partition(_SEPARATOR)
     if not sep:
         raise SpoolRecordError("header", "no header line")
     header = _header(head)
+    return RecordHead(header["m"], header["v"], header["t"], frozenset(header["r"])), body
+
+
+def decode_batch(payload: bytes) -> DecodedBatch:
+    """The accepted events of a record; ``SpoolRecordError`` when it is not one this wrote."""
+    head, body = split_record(payload)
     try:
-        events = normalised_events(body, _REPLAY_LIMITS, frozenset(header["r"]))
+        events = normalised_events(body, _REPLAY_LIMITS, head.rejected)
     except orjson.JSONDecodeError as exc:
         raise SpoolRecordError("body", f"not valid JSON: {exc}") from exc
     except (KeyError, TypeError) as exc:
@@ -87,7 +111,7 @@ def decode_batch(payload: bytes) -> DecodedBatch:
         raise SpoolRecordError(
             "body", f"an accepted event is invalid: {exc.key}: {exc.message}"
         ) from exc
-    return DecodedBatch(header["m"], header["v"], header["t"], events)
+    return DecodedBatch(head.model, head.version, head.received_at, events)
 
 
 def _header(head: bytes) -> dict[str, Any]:
