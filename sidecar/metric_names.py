@@ -295,7 +295,7 @@ ES_DEAD_LETTER = MetricSpec(
     "modelwatch_es_dead_letter_total",
     "counter",
     (),
-    "Documents and undecodable spool records written to the dead-letter file.",
+    "Documents and spool records that cannot be shipped, written to the dead-letter file.",
 )
 ES_LAST_SUCCESS = MetricSpec(
     "modelwatch_es_last_success_timestamp_seconds",

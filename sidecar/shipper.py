@@ -261,14 +261,22 @@ class Shipper:
         for record in records:
             try:
                 documents = self._documents(record.payload)
-            except SpoolRecordError as exc:
+            except Exception as exc:
+                # Why: a record whose documents cannot be built (an undecodable record, or a
+                # value no document can hold, such as a latency too large for nanoseconds)
+                # would otherwise be retried forever and hold back every record behind it.
+                reason = (
+                    str(exc)
+                    if isinstance(exc, SpoolRecordError)
+                    else f"its documents could not be built: {type(exc).__name__}: {exc}"
+                )
                 self._logger.error(
-                    "undecodable spool record dead-lettered",
+                    "spool record dead-lettered: it cannot be shipped",
                     segment=record.position.segment,
                     offset=record.position.offset,
-                    error=str(exc),
+                    error=reason,
                 )
-                self._dead_letter.record(record.payload, str(exc))
+                self._dead_letter.record(record.payload, reason)
                 self.stats.dead_lettered()
                 pending.record_ends.append((len(pending.documents), record.position))
                 continue

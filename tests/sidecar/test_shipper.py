@@ -219,6 +219,23 @@ def test_undecodable_record_is_dead_lettered_and_skipped(tmp_path: Path) -> None
     assert "header" in str(line["reason"])
 
 
+def test_record_whose_documents_cannot_be_built_is_dead_lettered(tmp_path: Path) -> None:
+    """A latency too large for event.duration dead-letters its record; the next still ships."""
+    body = orjson.loads(_body(["huge"]))
+    body["events"][0]["latency_seconds"] = 1e300  # accepted by ingest, no nanosecond int
+    spool = FakeSpool()
+    spool.append(encode_batch("m", "1", 1_700_000_000.0, orjson.dumps(body), ()))
+    spool.append_ids(["a"])
+    sink = ScriptedSink()
+    shipper = _shipper(spool, sink, tmp_path)
+    shipper.ship_once()
+    assert list(sink.stored) == ["a"]
+    assert spool.committed() == SpoolPosition(0, 2)
+    [line] = _dead_lines(tmp_path)
+    assert "could not be built: OverflowError" in str(line["reason"])
+    assert shipper.stats.snapshot()[1] == 1
+
+
 def test_bulk_requests_are_bounded_by_documents(tmp_path: Path) -> None:
     """Seven documents with batch_docs=3 go out as 3, 3 and 1, committing record by record."""
     spool = FakeSpool()
