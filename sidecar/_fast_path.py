@@ -30,7 +30,7 @@ import orjson
 from msgspec.structs import astuple
 from numpy.typing import NDArray
 
-from sidecar._field_rules import EventChecker, FieldError, timestamp_valid
+from sidecar._field_rules import MAX_LATENCY_SECONDS, EventChecker, FieldError, timestamp_valid
 from sidecar._ingest_types import IngestLimits, ParsedEvents, ProfileLookup
 from sidecar.columns import PREDICTION_KEY, EventColumns
 from sidecar.profile import CategoricalProfile, Profile
@@ -89,7 +89,7 @@ class _Shape:
             [
                 ("id", Annotated[str, msgspec.Meta(min_length=1, max_length=max_id)]),
                 ("timestamp", str | float),
-                ("latency_seconds", Annotated[float, msgspec.Meta(ge=0)]),
+                ("latency_seconds", Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_SECONDS)]),
                 ("features", features_type),
                 ("prediction", prediction_type),
                 ("status", Literal["ok", "error"] | None, None),

@@ -18,6 +18,8 @@ from sidecar.columns import STATUSES
 from sidecar.profile import category_key
 
 MAX_NAME = 64
+MAX_LATENCY_SECONDS = 1e9
+"""About 31.7 years: ``event.duration`` (nanoseconds, a 64-bit long) holds up to 9.2e9 s."""
 """Client-chosen names longer than this are cut in messages and field paths."""
 
 
@@ -104,6 +106,13 @@ def _latency(value: object) -> float:
         if not math.isfinite(value) or value < 0:
             raise FieldError(
                 "latency_seconds", "invalid_value", f"must be finite and >= 0, got {value!r}"
+            )
+        if value > MAX_LATENCY_SECONDS:
+            raise FieldError(
+                "latency_seconds",
+                "invalid_value",
+                f"must be at most {MAX_LATENCY_SECONDS:.0e} seconds (shipped as a 64-bit count "
+                f"of nanoseconds), got {value!r}",
             )
         return float(value)
     if value is None:

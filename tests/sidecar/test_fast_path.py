@@ -124,7 +124,12 @@ def _event(draw: st.DrawFn, kind: str, clean: bool, index: int) -> dict[str, Any
             "id": draw(_maybe(_ids, st.none() | st.integers() | st.just("x" * 9))),
             "timestamp": draw(_maybe(_plain_stamps | _epochs, _odd_stamps | _odd_values)),
             "latency_seconds": draw(
-                _maybe(st.floats(0, 1e6), st.floats(-1, 0, exclude_max=True) | _odd_values)
+                _maybe(
+                    st.floats(0, 1e6) | st.just(1e9),
+                    st.floats(-1, 0, exclude_max=True)
+                    | st.floats(1e9, 1e300, exclude_min=True)
+                    | _odd_values,
+                )
             ),
             "status": draw(st.sampled_from(["ok", "error", None, "fine", 1, MISSING])),
             "features": draw(_maybe(_features(kind, clean=False), _odd_values)),
@@ -243,6 +248,7 @@ def test_a_valid_batch_takes_the_fast_path() -> None:
         [event(0, features={"x": "1", "y": 2.0, "c": "a"})],
         [event(0, timestamp="2026-02-30T09:00:00Z")],
         [event(0, latency_seconds=-1)],
+        [event(0, latency_seconds=1e10)],
         [],
     ],
     ids=[
@@ -252,6 +258,7 @@ def test_a_valid_batch_takes_the_fast_path() -> None:
         "mistyped",
         "bad date",
         "latency",
+        "latency too large",
         "empty",
     ],
 )

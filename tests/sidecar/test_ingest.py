@@ -169,6 +169,25 @@ def assert_error(response: httpx.Response, status: int, reason: str, field: str)
 
 
 @pytest.mark.anyio
+async def test_a_latency_too_large_to_ship_is_rejected_naming_the_bound(harness: Harness) -> None:
+    """Latency above 1e9 s (no 64-bit nanosecond count holds it) is rejected; 1e9 s is kept."""
+    events = [event(0, latency_seconds=1e9), event(1, latency_seconds=1e10)]
+    response = await harness.client.post("/v1/events", json=events_body(events))
+    assert response.status_code == 202
+    answer = response.json()
+    assert answer["accepted"] == 1
+    assert answer["rejected"] == [
+        {
+            "index": 1,
+            "field": "events[1].latency_seconds",
+            "reason": "invalid_value",
+            "error": "events[1].latency_seconds: must be at most 1e+09 seconds (shipped as a "
+            "64-bit count of nanoseconds), got 10000000000.0",
+        }
+    ]
+
+
+@pytest.mark.anyio
 async def test_events_answer_202_with_rejections_and_warnings(harness: Harness) -> None:
     """A mixed batch answers 202 with accepted, rejected and warnings in the documented shape."""
     events = [
