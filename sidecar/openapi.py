@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar._field_rules import MAX_LATENCY_SECONDS
 from sidecar.columns import STATUSES
 from sidecar.counters import EVENT_REJECT_REASONS, REQUEST_REJECT_REASONS
 from sidecar.events import IngestLimits
@@ -52,7 +53,7 @@ def _schemas(limits: IngestLimits) -> dict[str, Any]:
                     "oneOf": [{"type": "string", "format": "date-time"}, number],
                     "description": "RFC 3339 with an offset (Z or ±hh:mm), or epoch seconds.",
                 },
-                "latency_seconds": {"type": "number", "minimum": 0},
+                "latency_seconds": {"type": "number", "minimum": 0, "maximum": MAX_LATENCY_SECONDS},
                 "status": {"enum": [*STATUSES, None], "default": "ok"},
                 "features": {
                     "type": "object",
