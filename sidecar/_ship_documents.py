@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from sidecar._field_rules import FieldError, normalised_timestamp
+from sidecar._field_rules import MAX_LATENCY_SECONDS, FieldError, normalised_timestamp
 from sidecar.documents import (
     ECS_VERSION,
     EVENT_MODULE,
@@ -107,9 +107,9 @@ def plain_documents(template: PredictionTemplate, events: list[Any]) -> list[Doc
                 return None
             if type(stamp) is str:
                 stamps[stamp] = timestamp
-        if type(latency) is int and 0 <= latency < _MAX_INT:
+        if type(latency) is int and 0 <= latency <= MAX_LATENCY_SECONDS:
             latency = float(latency)
-        elif type(latency) is not float or not 0.0 <= latency < math.inf:
+        elif type(latency) is not float or not 0.0 <= latency <= MAX_LATENCY_SECONDS:
             return None
         if type(features) is not dict:
             return None
