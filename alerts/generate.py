@@ -48,15 +48,18 @@ def write(rendered: dict[str, str], directory: Path) -> None:
 
 
 def check(rendered: dict[str, str], directory: Path) -> str:
-    """A unified diff from the files in ``directory`` to ``rendered``; empty when they agree."""
+    """A unified diff from the files in ``directory`` to ``rendered``; empty when they agree.
+
+    The dashboards' generator uses it too: any generator of committed text files can.
+    """
     diff: list[str] = []
-    for name, text in rendered.items():
+    for name, text in sorted(rendered.items()):
         path = directory / name
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         diff += difflib.unified_diff(
             current.splitlines(keepends=True),
             text.splitlines(keepends=True),
-            fromfile=str(path),
+            fromfile=f"{path} (committed)",
             tofile=f"{path} (generated)",
         )
     return "".join(diff)

@@ -8,37 +8,24 @@ what the code generates, is missing, or is no longer generated (CI runs it).
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from alerts.generate import check
 from dashboards.grafana._build import JSON_DIR, render
 
 __all__ = ["main"]
 
 
 def _differences(out_dir: Path, files: dict[str, str]) -> list[str]:
-    diffs: list[str] = []
-    for name, text in sorted(files.items()):
-        path = out_dir / name
-        old = path.read_text(encoding="utf-8") if path.exists() else ""
-        if old != text:
-            diffs.extend(
-                difflib.unified_diff(
-                    old.splitlines(keepends=True),
-                    text.splitlines(keepends=True),
-                    f"{path} (committed)",
-                    f"{path} (generated)",
-                )
-            )
-    diffs.extend(
-        f"{stale}: not generated any more; delete it\n"
-        for stale in sorted(out_dir.glob("*.json"))
-        if stale.name not in files
-    )
-    return diffs
+    stale = [
+        f"{path}: not generated any more; delete it\n"
+        for path in sorted(out_dir.glob("*.json"))
+        if path.name not in files
+    ]
+    return [diff for diff in [check(files, out_dir), *stale] if diff]
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
