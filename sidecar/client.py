@@ -192,7 +192,7 @@ class PredictionLogger:
             except EncodeError as exc:
                 self._settle_locally("rejected", f"event {eid!r} is not valid JSON: {exc}")
                 return eid
-            self._admit(data)
+            self._admit(data, "log()")
         except Exception as exc:
             self._settle_locally("dropped", f"internal error in log(): {type(exc).__name__}: {exc}")
         return eid
@@ -321,8 +321,9 @@ class PredictionLogger:
         One instance per request is the model server's common case. The event is the one the
         long path builds, keys in the same order, written as one dict display. Whatever is
         unusual (rows of other lengths, a given None id, a value only ``encode_event``'s
-        options can write, a full buffer, a closed logger) goes the long way, which then
-        decides and counts exactly as it does for any call.
+        options can write) goes the long way, which then decides and counts exactly as it
+        does for any call; a full buffer or a closing logger takes ``_admit``'s uncommon
+        branches, the ones the long path takes for one row.
         """
         if len(predictions) != 1:
             return None
@@ -354,15 +355,7 @@ class PredictionLogger:
             data = b"".join((dumps(event), b""))  # an exact-size copy (see dumps)
         except EncodeError:
             return None
-        buffer = self._buffer
-        before = len(buffer)
-        if before >= self._max_buffer:
-            return None
-        buffer.append(data)
-        if len(buffer) >= self._batch_size:
-            self._wake()
-        if self._closing:
-            self._settle_late("log_many()", 1)
+        self._admit(data, "log_many()")
         return [eid]
 
     def _sample(self, ids: list[str | None], given: Sequence[str | None] | None) -> int:
@@ -384,17 +377,17 @@ class PredictionLogger:
         digest = hashlib.blake2b(str(event_id).encode("utf-8", "surrogatepass"), digest_size=8)
         return int.from_bytes(digest.digest(), "big") < self._sample_below
 
-    def _admit(self, data: bytes) -> None:
+    def _admit(self, data: bytes, caller: str) -> None:
+        """Buffer one encoded event: the common branch, or the long way when the buffer is full."""
         buffer = self._buffer
-        before = len(buffer)
-        if before >= self._max_buffer:
-            self._admit_many([data], 0, 0, "", "log()")
+        if len(buffer) >= self._max_buffer:
+            self._admit_many([data], 0, 0, "", caller)
             return
         buffer.append(data)
         if len(buffer) >= self._batch_size:
             self._wake()
         if self._closing:
-            self._settle_late("log()", 1)
+            self._settle_late(caller, 1)
 
     def _admit_many(
         self,
