@@ -205,21 +205,6 @@ def test_dead_documents_go_to_the_dead_letter_file(tmp_path: Path) -> None:
     assert shipper.stats.snapshot()[1] == 1
 
 
-def test_undecodable_record_is_dead_lettered_and_skipped(tmp_path: Path) -> None:
-    """A record that does not decode is written to the dead-letter file and the rest ships."""
-    spool = FakeSpool()
-    spool.append(b"not a record")
-    spool.append_ids(["a"])
-    sink = ScriptedSink()
-    shipper = _shipper(spool, sink, tmp_path)
-    shipper.ship_once()
-    assert list(sink.stored) == ["a"]
-    assert spool.committed() == SpoolPosition(0, 2)
-    [line] = _dead_lines(tmp_path)
-    assert line["record"] == "not a record"
-    assert "header" in str(line["reason"])
-
-
 def _nested(depth: int) -> object:
     value: object = 1
     for _ in range(depth):
@@ -227,24 +212,30 @@ def _nested(depth: int) -> object:
     return value
 
 
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [
-        # Spooled before ingest bounded latency: decoding the record now refuses it.
-        ({"latency_seconds": 1e300}, "must be at most 1e+09 seconds"),
-        # Valid to the checker, but no document can hold its labels.
-        ({"attributes": {"deep": _nested(300)}}, "could not be built: "),
-    ],
-    ids=["latency beyond nanoseconds", "attributes nested too deep"],
-)
-def test_record_that_cannot_be_shipped_is_dead_lettered(
-    tmp_path: Path, change: dict[str, object], reason: str
-) -> None:
-    """A record no document can be built from is dead-lettered with why; the next ships."""
+def _record_with(change: dict[str, object]) -> bytes:
+    """A spool record of one event with ``change`` applied to it."""
     body = orjson.loads(_body(["bad"]))
     body["events"][0].update(change)
+    return encode_batch("m", "1", 1_700_000_000.0, json.dumps(body).encode(), ())
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not a record", "header"),
+        # Spooled before ingest bounded latency: decoding the record now refuses it.
+        (_record_with({"latency_seconds": 1e300}), "must be at most 1e+09 seconds"),
+        # Valid to the checker, but no document can hold its labels.
+        (_record_with({"attributes": {"deep": _nested(300)}}), "could not be built: "),
+    ],
+    ids=["undecodable", "latency beyond nanoseconds", "attributes nested too deep"],
+)
+def test_record_that_cannot_be_shipped_is_dead_lettered(
+    tmp_path: Path, payload: bytes, reason: str
+) -> None:
+    """A record that cannot be decoded or built into documents is dead-lettered; the next ships."""
     spool = FakeSpool()
-    spool.append(encode_batch("m", "1", 1_700_000_000.0, json.dumps(body).encode(), ()))
+    spool.append(payload)
     spool.append_ids(["a"])
     sink = ScriptedSink()
     shipper = _shipper(spool, sink, tmp_path)
@@ -252,6 +243,7 @@ def test_record_that_cannot_be_shipped_is_dead_lettered(
     assert list(sink.stored) == ["a"]
     assert spool.committed() == SpoolPosition(0, 2)
     [line] = _dead_lines(tmp_path)
+    assert line["record"] == payload.decode()
     assert reason in str(line["reason"])
     assert shipper.stats.snapshot()[1] == 1
 
