@@ -23,13 +23,13 @@ import httpx
 import numpy as np
 import pytest
 import structlog
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.errors import ConfigError
 from sidecar.logs import get_logger
 from sidecar.profile import Profile, dump_profile, profile_to_json
 from sidecar.server import Sidecar, add_serve_arguments, run_serve
 from sidecar.settings import Settings
+from tests.support.exposition import sample_value
 from tests.support.profiles import make_profile
 from tests.support.sidecar_dirs import KEYS, dirs_environ, dirs_overrides, log_dir, spool_dir
 from tests.support.tools import promtool_check_metrics
@@ -125,14 +125,6 @@ def _run_with_sidecar(
     asyncio.run(main())
 
 
-def _sample(text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return None
-
-
 # --------------------------------------------------------------------------- in-process stack
 
 
@@ -143,16 +135,16 @@ def test_posted_events_show_up_in_metrics(profile_path: Path) -> None:
         ingest = f"http://127.0.0.1:{sidecar.ingest_port}"
         metrics = f"http://127.0.0.1:{sidecar.metrics_port}/metrics"
         before = (await client.get(metrics)).text
-        assert _sample(before, "modelwatch_predictions_total", **MV, status="ok") == 0
+        assert sample_value(before, "modelwatch_predictions_total", **MV, status="ok") == 0
         answer = await client.post(f"{ingest}/v1/events", json=_events(40))
         assert answer.status_code == 202, answer.text
         assert answer.json()["accepted"] == 40
         after = (await client.get(metrics)).text
-        assert _sample(after, "modelwatch_predictions_total", **MV, status="ok") == 30
-        assert _sample(after, "modelwatch_predictions_total", **MV, status="error") == 10
-        assert _sample(after, "modelwatch_prediction_latency_seconds_count", **MV) == 40
-        assert _sample(after, "modelwatch_events_accepted_total") == 40
-        assert _sample(after, "process_cpu_seconds_total") is not None
+        assert sample_value(after, "modelwatch_predictions_total", **MV, status="ok") == 30
+        assert sample_value(after, "modelwatch_predictions_total", **MV, status="error") == 10
+        assert sample_value(after, "modelwatch_prediction_latency_seconds_count", **MV) == 40
+        assert sample_value(after, "modelwatch_events_accepted_total") == 40
+        assert sample_value(after, "process_cpu_seconds_total") is not None
 
     _run_with_sidecar(_settings(profile_path), body)
 
@@ -442,7 +434,7 @@ def test_serve_process_end_to_end(profile_path: Path) -> None:
             exposition = client.get(f"{metrics}/metrics").text
             assert client.post(f"{metrics}/v1/events", json=_events(1)).status_code == 404
             assert client.get(f"{ingest}/metrics").status_code == 404
-        assert _sample(exposition, "modelwatch_events_accepted_total") == 25
+        assert sample_value(exposition, "modelwatch_events_accepted_total") == 25
         result = promtool_check_metrics(exposition)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
         proc.proc.send_signal(signal.SIGTERM)

@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.errors import ConfigError
 from sidecar.logs import get_logger
 from sidecar.profile import Profile, dump_profile
 from sidecar.server import Sidecar
 from sidecar.settings import Settings
+from tests.support.exposition import sample_value
 from tests.support.profiles import make_profile
 from tests.support.sidecar_dirs import dirs_environ, dirs_overrides
 
@@ -102,14 +102,6 @@ def _uds_client(path: Path) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=10)
 
 
-def _sample(text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return None
-
-
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -131,8 +123,8 @@ def test_events_over_the_socket_are_counted_like_events_over_tcp(
             assert answer.status_code == 202, answer.text
             metrics = f"http://127.0.0.1:{sidecar.metrics_port}/metrics"
             exposition = (await tcp.get(metrics)).text
-        assert _sample(exposition, "modelwatch_events_accepted_total") == 17
-        assert _sample(exposition, "modelwatch_predictions_total", **MV, status="ok") == 17
+        assert sample_value(exposition, "modelwatch_events_accepted_total") == 17
+        assert sample_value(exposition, "modelwatch_predictions_total", **MV, status="ok") == 17
 
     _run(_settings(tmp_path, sock_path), body)
 
