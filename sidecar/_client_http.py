@@ -17,7 +17,12 @@ import socket
 import time
 from typing import NamedTuple
 
-from sidecar._client_transport import USER_AGENT, Endpoint, TransportResponse
+from sidecar._client_transport import (
+    USER_AGENT,
+    Endpoint,
+    TransportResponse,
+    retry_once_if_stale,
+)
 
 MAX_HEAD_BYTES = 64 * 1024
 """Bound on the status lines and headers of one answer, interim answers and trailers included."""
@@ -70,23 +75,12 @@ class RawHttpTransport:
         socket operation gets only what is left of ``timeout``.
         """
         self._deadline = time.monotonic() + timeout
-        reused = self._sock is not None
-        try:
-            return self._exchange(body)
-        except _UnansweredError:
-            self.close()
-            if not reused:
-                raise
-        except BaseException:
-            self.close()
-            raise
-        # The server closed the idle connection between two batches (a keep-alive timeout or a
-        # restart): nothing was processed, so one immediate retry on a new connection is safe.
-        try:
-            return self._exchange(body)
-        except BaseException:
-            self.close()
-            raise
+        return retry_once_if_stale(
+            lambda: self._exchange(body),
+            self.close,
+            reused=self._sock is not None,
+            stale=(_UnansweredError,),
+        )
 
     def close(self) -> None:
         """Close the connection; the next ``send`` opens a new one."""

@@ -14,7 +14,8 @@ import http.client
 import os
 import re
 import socket
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -25,6 +26,38 @@ USER_AGENT = "modelwatch-prediction-logger/1"
 
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 """Errors of a request written on a kept-alive connection the server had already closed."""
+
+
+_T = TypeVar("_T")
+
+
+def retry_once_if_stale(
+    attempt: Callable[[], _T],
+    close: Callable[[], object],
+    *,
+    reused: bool,
+    stale: tuple[type[BaseException], ...],
+) -> _T:
+    """``attempt()``; once more on a new connection when a kept-alive one turned out closed.
+
+    A ``stale`` error on a ``reused`` connection means the server closed it while idle
+    between two batches (a keep-alive timeout or a restart): nothing was processed, so one
+    immediate retry is safe. Any other failure closes the connection and is raised.
+    """
+    try:
+        return attempt()
+    except stale:
+        close()
+        if not reused:
+            raise
+    except BaseException:
+        close()
+        raise
+    try:
+        return attempt()
+    except BaseException:
+        close()
+        raise
 
 
 class TransportResponse(NamedTuple):
@@ -140,20 +173,12 @@ class HttpTransport:
 
     def send(self, body: bytes, timeout: float) -> TransportResponse:
         """POST ``body``; ``timeout`` bounds each socket operation (connect, write, read)."""
-        reused = self._conn is not None
-        try:
-            return self._post(body, timeout)
-        except _STALE:
-            self.close()
-            if not reused:
-                raise
-        # The server closed the idle connection between two batches (a keep-alive timeout or a
-        # restart): nothing was processed, so one immediate retry on a new connection is safe.
-        try:
-            return self._post(body, timeout)
-        except BaseException:
-            self.close()
-            raise
+        return retry_once_if_stale(
+            lambda: self._post(body, timeout),
+            self.close,
+            reused=self._conn is not None,
+            stale=_STALE,
+        )
 
     def close(self) -> None:
         """Close the connection; the next ``send`` opens a new one."""
